@@ -1,0 +1,64 @@
+"""The `scaling` command: one subcommand per stage of the path (train, fit, predict, report, ...).
+
+Each subcommand lives in the module that does the work and registers itself through
+`add_parser(subparsers)`; this module only dispatches and turns `UserError` into one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from scaling.errors import UserError
+
+# subcommand -> module that provides `add_parser(subparsers)`; imported lazily so `scaling fit`
+# never pays for importing jax and `scaling train` never imports matplotlib.
+_COMMANDS = {
+    "train": "scaling.train_cli",
+    "fit": "scaling.fit.cli",
+    "predict": "scaling.fit.cli",
+    "report": "scaling.fit.cli",
+}
+
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  wanted = [command] if command in _COMMANDS else list(_COMMANDS)
+  seen = set()
+  for name in wanted:
+    module = _COMMANDS[name]
+    if module in seen:
+      continue
+    seen.add(module)
+    try:
+      importlib.import_module(module).add_parser(sub)
+    except ImportError as e:
+      if command is not None:
+        raise
+      sub.add_parser(name, help=f"(unavailable: {e})")
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point of the console script; returns the process exit status."""
+  argv = sys.argv[1:] if argv is None else argv
+  command = next((a for a in argv if not a.startswith("-")), None)
+  parser = _parser(command)
+  args = parser.parse_args(argv)
+  if args.command is None:
+    parser.print_help()
+    return 2
+  try:
+    return int(args.func(args) or 0)
+  except UserError as e:
+    print(f"scaling {args.command}: error: {e}", file=sys.stderr)
+    return UserError.exit_code
+  except KeyboardInterrupt:
+    print(f"scaling {args.command}: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
