@@ -1,0 +1,149 @@
+"""Size families: a table of named shapes, and a rule that turns a target parameter count into a shape.
+
+A name maps to (width, depth, heads, MLP width) as in big_vision's `decode_variant`; the rule keeps the
+head size fixed and the width/depth ratio bounded, so `model.params = 3e5` picks a sensible shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gin
+
+from scaling.model import ModelConfig
+
+# name -> (width, depth, heads, mlp_width). Head size 64 from "s" up; MLP width 4x width.
+# Non-embedding parameters (SwiGLU, no GQA) are listed for orientation; see `scaling.model.param_counts`.
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "nano": (64, 2, 2, 256),  # ~0.13M
+    "micro": (128, 3, 4, 512),  # ~0.79M
+    "tiny": (192, 4, 6, 768),  # ~2.4M
+    "mini": (256, 4, 4, 1024),  # ~4.2M
+    "xs": (384, 6, 6, 1536),  # ~14M
+    "s": (512, 8, 8, 2048),  # ~34M
+    "m": (768, 12, 12, 3072),  # ~113M
+    "l": (1024, 24, 16, 4096),  # ~403M
+    "xl": (2048, 24, 32, 8192),  # ~1.6B
+    "xxl": (4096, 32, 32, 16384),  # ~8.6B
+}
+
+
+def decode_size(name: str) -> tuple[int, int, int, int]:
+  """(width, depth, heads, mlp_width) for a size name of the table."""
+  if name not in SIZES:
+    raise ValueError(f"model.size={name!r} is not a known size; known: {', '.join(SIZES)}")
+  return SIZES[name]
+
+
+def non_embedding_params(width: int, depth: int, head_dim: int, mlp_ratio: float, mlp: str, kv_ratio: int = 1) -> int:
+  """Non-embedding parameters of a shape with heads = width / head_dim (matches `model.param_counts`)."""
+  heads = width // head_dim
+  kv = heads // kv_ratio
+  mlp_width = mlp_width_for(width, mlp_ratio)
+  per_layer = 2 * width + 2 * width * heads * head_dim + 2 * width * kv * head_dim
+  per_layer += (3 if mlp == "swiglu" else 2) * width * mlp_width
+  return depth * per_layer + width
+
+
+def mlp_width_for(width: int, mlp_ratio: float) -> int:
+  """MLP width for a ratio, rounded to a multiple of 64 (or of 8 below that)."""
+  q = 64 if width * mlp_ratio >= 256 else 8
+  return max(q, int(round(width * mlp_ratio / q)) * q)
+
+
+def shape_for_params(
+    target: float,
+    *,
+    head_dim: int = 64,
+    mlp_ratio: float = 4.0,
+    mlp: str = "swiglu",
+    kv_ratio: int = 1,
+    min_aspect: float = 32.0,
+    max_aspect: float = 128.0,
+    preferred_aspect: float = 64.0,
+) -> tuple[int, int, int, int]:
+  """(width, depth, heads, mlp_width) whose non-embedding count is closest to `target`.
+
+  Width is a multiple of `head_dim` (whose heads divide by `kv_ratio`); width/depth stays within
+  [min_aspect, max_aspect] (Kaplan et al. 2020 find loss flat in that band); ties go to the shape whose
+  aspect ratio is nearest `preferred_aspect`.
+  """
+  if not target > 0:
+    raise ValueError(f"model.params must be positive, got {target!r}")
+  best = None
+  for depth in range(1, 129):
+    for heads in range(kv_ratio, 257, kv_ratio):
+      width = heads * head_dim
+      aspect = width / depth
+      if not min_aspect <= aspect <= max_aspect:
+        continue
+      n = non_embedding_params(width, depth, head_dim, mlp_ratio, mlp, kv_ratio)
+      key = (round(abs(math.log(n / target)), 2), abs(math.log(aspect / preferred_aspect)))
+      if best is None or key < best[0]:
+        best = (key, (width, depth, heads, mlp_width_for(width, mlp_ratio)))
+  if best is None:
+    raise ValueError(f"no shape with head_dim={head_dim} and aspect in [{min_aspect}, {max_aspect}] fits {target:g}")
+  return best[1]
+
+
+@gin.configurable("model")
+def model_config(
+    vocab_size: int,
+    size: str | None = None,
+    params: float | None = None,
+    width: int | None = None,
+    depth: int | None = None,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+    head_dim: int | None = None,
+    mlp_width: int | None = None,
+    mlp: str = "swiglu",
+    mlp_ratio: float = 4.0,
+    tie_embeddings: bool = False,
+    rope_theta: float = 10_000.0,
+    compute_dtype: str = "float32",
+    remat: str = "none",
+    z_loss: float = 0.0,
+    init_std: float = 0.02,
+) -> ModelConfig:
+  """The gin knobs of the model: a size name, a target non-embedding count, or an explicit shape.
+
+  `model.size = 's'` reads the table; `model.params = 3e5` applies `shape_for_params`; explicit
+  width/depth/heads/mlp_width override either. `vocab_size` comes from the tokenizer, not from gin.
+  """
+  if size is not None and params is not None:
+    raise ValueError("set model.size or model.params, not both")
+  base: dict = {}
+  if size is not None:
+    base = dict(zip(("width", "depth", "heads", "mlp_width"), decode_size(size)))
+  elif params is not None:
+    if isinstance(params, bool) or not isinstance(params, (int, float)) or not params > 0:
+      raise ValueError(f"model.params must be a positive number, got {params!r}")
+    rule = dict(head_dim=head_dim or 64, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=1)
+    base = dict(zip(("width", "depth", "heads", "mlp_width"), shape_for_params(params, **rule)))
+  given = dict(width=width, depth=depth, heads=heads, mlp_width=mlp_width)
+  shape = {**base, **{k: v for k, v in given.items() if v is not None}}
+  missing = [k for k in ("width", "depth", "heads") if k not in shape]
+  if missing:
+    raise ValueError(f"the model shape is incomplete: set model.size, model.params or model.{missing[0]}")
+  if not isinstance(shape["width"], int) or not isinstance(shape["heads"], int) or shape["heads"] <= 0:
+    raise ValueError(f"model.width and model.heads must be positive integers, got {shape['width']!r}, {shape['heads']!r}")
+  if head_dim is None:
+    if shape["width"] % shape["heads"]:
+      raise ValueError(f"model.width={shape['width']} is not divisible by model.heads={shape['heads']}; set model.head_dim")
+    head_dim = shape["width"] // shape["heads"]
+  if "mlp_width" not in shape:
+    shape["mlp_width"] = mlp_width_for(shape["width"], mlp_ratio)
+  return ModelConfig(
+      vocab_size=vocab_size,
+      kv_heads=shape["heads"] if kv_heads is None else kv_heads,
+      head_dim=head_dim,
+      mlp=mlp,
+      tie_embeddings=tie_embeddings,
+      rope_theta=rope_theta,
+      compute_dtype=compute_dtype,
+      remat=remat,
+      z_loss=z_loss,
+      init_std=init_std,
+      **shape,
+  )

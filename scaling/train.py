@@ -1,0 +1,259 @@
+"""Training: sharded state creation, the pure train step, evaluation and the loop that writes a run directory.
+
+The token budget `train.tokens` fixes the number of steps; the jitted step is a pure function of
+(state, batch) with explicit in/out shardings and a donated state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import flax
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from scaling import flops, hardware, runs, sharding
+from scaling.metrics import MetricsWriter
+from scaling.model import ModelConfig, Transformer, cross_entropy, param_counts, tree_param_counts
+from scaling.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+BATCH_KEYS = {
+    "inputs": np.int32,
+    "targets": np.int32,
+    "weights": np.float32,
+    "segment_ids": np.int32,
+    "positions": np.int32,
+    "bytes": np.float32,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The canonical run knobs (DESIGN.md): budget, seed, batch, sequence length, learning rate."""
+
+  tokens: int
+  seed: int = 0
+  global_batch: int = 32
+  seq_len: int = 256
+  learning_rate: float = 3e-3
+  grad_accum: int = 1
+  eval_every: int = 100
+  eval_tokens: int = 131_072
+  log_every: int = 10
+
+  def __post_init__(self):
+    for name in ("tokens", "global_batch", "seq_len", "grad_accum", "eval_tokens", "log_every"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or value != int(value):
+        raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
+      object.__setattr__(self, name, int(value))
+    if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+      raise ValueError(f"train.seed must be an integer, got {self.seed!r}")
+    if not isinstance(self.eval_every, int) or self.eval_every < 0:
+      raise ValueError(f"train.eval_every must be an integer >= 0 (0: only at the end), got {self.eval_every!r}")
+    if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+      raise ValueError(f"train.learning_rate must be a positive number, got {self.learning_rate!r}")
+    if self.global_batch % self.grad_accum:
+      raise ValueError(f"train.global_batch={self.global_batch} must be divisible by train.grad_accum={self.grad_accum}")
+
+  @property
+  def tokens_per_step(self) -> int:
+    return self.global_batch * self.seq_len
+
+  @property
+  def steps(self) -> int:
+    """Optimizer steps for the budget: the nearest whole number of batches (at least one)."""
+    return max(1, round(self.tokens / self.tokens_per_step))
+
+
+@gin.configurable("train")
+def train_config(
+    tokens: int = gin.REQUIRED,
+    seed: int = 0,
+    global_batch: int = 32,
+    seq_len: int = 256,
+    learning_rate: float = 3e-3,
+    grad_accum: int = 1,
+    eval_every: int = 100,
+    eval_tokens: int = 131_072,
+    log_every: int = 10,
+) -> TrainConfig:
+  """The gin knobs `train.*`; `train.tokens` (the token budget D) is required."""
+  return TrainConfig(tokens, seed, global_batch, seq_len, learning_rate, grad_accum, eval_every, eval_tokens, log_every)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything the step updates: step counter, parameters (an nnx.State) and optimizer state."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass
+class Program:
+  """The model, optimizer and shardings of one run, built once; everything the loop needs to step."""
+
+  model_cfg: ModelConfig
+  mesh: Mesh
+  graphdef: Any
+  optimizer: optax.GradientTransformation
+  schedule: optax.Schedule
+  state_shardings: TrainState
+  abstract_state: TrainState
+
+
+def _replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def build_program(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: TrainConfig, mesh: Mesh) -> Program:
+  """Abstract model and optimizer state with their shardings; nothing is materialised."""
+  abstract_model = nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0)))
+  graphdef, abstract_params = nnx.split(abstract_model)
+  param_shardings = sharding.state_shardings(abstract_params, mesh)
+  schedule = learning_rate_schedule(opt_cfg, train_cfg.learning_rate, train_cfg.steps)
+  optimizer = make_optimizer(opt_cfg, schedule)
+  abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+  opt_shardings = optax.tree_map_params(
+      optimizer,
+      lambda _, s: s,
+      abstract_opt,
+      param_shardings,
+      transform_non_params=lambda _: _replicated(mesh),
+      is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
+  state_shardings = TrainState(step=_replicated(mesh), params=param_shardings, opt_state=opt_shardings)
+  abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)
+  return Program(model_cfg, mesh, graphdef, optimizer, schedule, state_shardings, abstract_state)
+
+
+def init_state(program: Program, seed: int) -> TrainState:
+  """Creates parameters and optimizer state directly in their shardings (never whole on one device)."""
+
+  def init():
+    params = nnx.split(Transformer(program.model_cfg, nnx.Rngs(seed)))[1]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=program.optimizer.init(params))
+
+  with jax.set_mesh(program.mesh):
+    return jax.jit(init, out_shardings=program.state_shardings)()
+
+
+def loss_fn(params, graphdef, model_cfg: ModelConfig, batch: dict, weight_total):
+  """Mean next-token loss (plus z-loss) of a (micro)batch, normalised by the whole batch's weight."""
+  model = nnx.merge(graphdef, params)
+  logits_BLV = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+  nll, z, _ = cross_entropy(logits_BLV, batch["targets"], batch["weights"], model_cfg.z_loss)
+  return (nll + z) / weight_total, nll
+
+
+def make_train_step(program: Program, grad_accum: int):
+  """The pure train step (state, batch) -> (state, metrics), accumulating gradients over microbatches."""
+  graphdef, model_cfg, optimizer, schedule = program.graphdef, program.model_cfg, program.optimizer, program.schedule
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    weight_total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+    if grad_accum == 1:
+      (_, nll), grads = grad_fn(state.params, graphdef, model_cfg, batch, weight_total)
+    else:
+      # Microbatch i takes rows i, i + A, i + 2A, ...: each microbatch is spread over every device.
+      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+      def accumulate(carry, mb):
+        (_, nll), g = grad_fn(state.params, graphdef, model_cfg, mb, weight_total)
+        return jax.tree.map(jnp.add, carry, (nll, g)), None
+
+      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+      (nll, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"train_loss": nll / weight_total, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(program: Program):
+  """(params, batch) -> summed loss, token weight and bytes of one validation batch."""
+  graphdef, model_cfg = program.graphdef, program.model_cfg
+
+  def eval_step(params, batch):
+    model = nnx.merge(graphdef, params)
+    logits_BLV = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+    nll, _, weight = cross_entropy(logits_BLV, batch["targets"], batch["weights"])
+    return {"nll": nll, "weight": weight, "bytes": jnp.sum(batch["bytes"] * batch["weights"])}
+
+  return eval_step
+
+
+def batch_shardings(mesh: Mesh) -> dict[str, NamedSharding]:
+  return {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
+
+
+def abstract_batch(batch_size: int, seq_len: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  return {
+      k: jax.ShapeDtypeStruct((batch_size, seq_len), dt, sharding=sharding.batch_sharding(mesh))
+      for k, dt in BATCH_KEYS.items()
+  }
+
+
+def _jit_train_step(program: Program, grad_accum: int):
+  return jax.jit(
+      make_train_step(program, grad_accum),
+      in_shardings=(program.state_shardings, batch_shardings(program.mesh)),
+      out_shardings=(program.state_shardings, _replicated(program.mesh)),
+      donate_argnums=0,
+  )
+
+
+def compile_train_step(program: Program, train_cfg: TrainConfig):
+  """The ahead-of-time compiled train step for this program's mesh (donates the state)."""
+  step = _jit_train_step(program, train_cfg.grad_accum)
+  batch = abstract_batch(train_cfg.global_batch, train_cfg.seq_len, program.mesh)
+  with jax.set_mesh(program.mesh):
+    return step.lower(program.abstract_state, batch).compile()
+
+
+def xla_flops_per_token(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: TrainConfig) -> float | None:
+  """Training FLOPs per token by XLA's own count of the train step (layers unrolled, one device)."""
+  cfg = dataclasses.replace(model_cfg, unroll_layers=True)
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  program = build_program(cfg, opt_cfg, train_cfg, mesh)
+  batch = abstract_batch(train_cfg.global_batch, train_cfg.seq_len, mesh)
+  with jax.set_mesh(mesh):
+    lowered = _jit_train_step(program, 1).lower(program.abstract_state, batch)
+  total = flops.xla_flops(lowered)
+  return None if total is None else total / train_cfg.tokens_per_step
+
+
+def compile_eval_step(program: Program, batch_size: int, seq_len: int):
+  step = jax.jit(
+      make_eval_step(program),
+      in_shardings=(program.state_shardings.params, batch_shardings(program.mesh)),
+      out_shardings=_replicated(program.mesh),
+  )
+  with jax.set_mesh(program.mesh):
+    return step.lower(program.abstract_state.params, abstract_batch(batch_size, seq_len, program.mesh)).compile()
+
+
+def evaluate(eval_step, params, batches: list[dict]) -> dict[str, float]:
+  """Loss over the whole fixed validation set: nats per token and bits per byte."""
+  totals = [eval_step(params, b) for b in batches]
+  nll = sum(float(t["nll"]) for t in totals)
+  weight = sum(float(t["weight"]) for t in totals)
+  nbytes = sum(float(t["bytes"]) for t in totals)
+  out = {"eval_loss": nll / max(weight, 1.0)}
+  if nbytes > 0:
+    out["eval_bits_per_byte"] = nll / nbytes / math.log(2)
+  return out

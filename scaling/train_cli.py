@@ -1,0 +1,42 @@
+"""`scaling train`: train one run from gin files into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from scaling import config
+
+
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+      "train",
+      help="train one run into a run directory",
+      description="Train one run. With no --gin_file, uses configs/experiments/default.gin.",
+  )
+  p.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable; includes allowed)")
+  p.add_argument("--gin_bindings", action="append", default=[], help="gin binding, e.g. 'train.tokens = 1e6' (repeatable)")
+  p.add_argument("--run_dir", required=True, help="the run directory to write (DESIGN.md layout)")
+  p.add_argument("--mesh", default="-1x1x1", help="(data)x(fsdp)x(tensor) device mesh; -1 fills the rest")
+  p.add_argument(
+      "--distributed",
+      action="store_true",
+      help="call jax.distributed.initialize() first (auto-detects TPU pods and SLURM; implied by JAX_COORDINATOR_ADDRESS)",
+  )
+  p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+  import jax  # noqa: F401  (imported here so `scaling --help` stays fast)
+
+  from scaling import loop
+
+  gin_files = args.gin_file or [str(config.DEFAULT_EXPERIMENT)]
+  config.parse(gin_files, args.gin_bindings)
+  if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+  record = loop.run(args.run_dir, args.mesh)
+  if jax.process_index() == 0 and record:
+    shown = {k: record[k] for k in ("step", "train_loss", "eval_loss", "eval_bits_per_byte") if k in record}
+    print("scaling train: done " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+  return 0
