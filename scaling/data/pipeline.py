@@ -1,0 +1,188 @@
+"""The dataset the trainer uses: a checkpointable grain stream of packed batches and a fixed validation set.
+
+Batches are built from `global_batch` lanes: row r of every batch packs the documents at shuffled
+positions r, r + B, r + 2B, ... (epoch after epoch, each with a fresh permutation). A process reads only
+its own lanes, so process p yields rows [p*B/P, (p+1)*B/P) of what a single process would, and the
+iterator's state is just each lane's cursor.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import math
+import weakref
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from scaling.data import packing
+from scaling.data.tokenizers import Tokenizer
+from scaling.errors import UserError
+
+STATE_VERSION = 1
+_OPEN_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_iterators() -> None:
+  """Stops prefetch threads before interpreter teardown; grain's own close in `__del__` then fails noisily."""
+  for iterator in list(_OPEN_ITERATORS):
+    iterator.close()
+    iterator.close = lambda: None
+
+
+class TextView(Sequence[bytes]):
+  """Read-only view of one text field of a random-access source, as UTF-8 bytes."""
+
+  def __init__(self, source: Any, field: str):
+    self._source = source
+    self._field = field
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> bytes:
+    value = self._source[index][self._field]
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """What determines a training stream; a saved iterator state only restores into the same spec."""
+
+  seq_len: int
+  global_batch: int
+  seed: int
+  process_index: int
+  process_count: int
+  boundaries: str
+
+  def lanes(self) -> range:
+    """Returns the rows of the global batch this process produces."""
+    share = self.global_batch // self.process_count
+    return range(self.process_index * share, (self.process_index + 1) * share)
+
+
+class PackedBatches(grain.IterDataset):
+  """Endless packed batches of this process's lanes."""
+
+  def __init__(self, texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec):
+    super().__init__()
+    self._texts = texts
+    self._tokenizer = tokenizer
+    self._spec = spec
+
+  def __iter__(self) -> PackedBatchIterator:
+    stream = packing.DocumentStream(self._texts, self._tokenizer.encode, self._tokenizer.eos_id, self._spec.seed)
+    return PackedBatchIterator(stream, self._tokenizer, self._spec)
+
+
+class PackedBatchIterator(grain.DatasetIterator):
+  """Iterator over packed batches whose state is the step and every lane's (unit, offset) cursor."""
+
+  def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec):
+    super().__init__()
+    self._stream = stream
+    self._tokenizer = tokenizer
+    self._spec = spec
+    self._step = 0
+    self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch) for r in spec.lanes()]
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    rows = [self._row(lane) for lane in self._lanes]
+    self._step += 1
+    return packing.stack_rows(rows)
+
+  def _row(self, lane: packing.Lane) -> dict[str, np.ndarray]:
+    tokens, units, offsets = lane.next_row(self._spec.seq_len)
+    return packing.pack_rows(tokens, units, offsets, seq_len=self._spec.seq_len, num_rows=1,
+                             boundaries=self._spec.boundaries, token_bytes=self._tokenizer.token_bytes,
+                             pad_id=self._tokenizer.pad_id)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "step": self._step, "spec": dataclasses.asdict(self._spec),
+            "lanes": [[lane.unit, lane.offset] for lane in self._lanes]}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if state.get("spec") != dataclasses.asdict(self._spec):
+      raise UserError(f"data iterator state was saved for {state.get('spec')}, not {dataclasses.asdict(self._spec)}")
+    self._step = int(state["step"])
+    self._lanes = [packing.Lane(self._stream, first=r, stride=self._spec.global_batch) for r in self._spec.lanes()]
+    for lane, (unit, offset) in zip(self._lanes, state["lanes"], strict=True):
+      lane.unit, lane.offset = int(unit), int(offset)
+
+
+def check_sharding(batch: int, process_index: int, process_count: int, what: str) -> None:
+  """Raises UserError unless the batch splits evenly across processes and the index is in range."""
+  if batch <= 0 or process_count <= 0 or batch % process_count:
+    raise UserError(f"{what} = {batch} must be a positive multiple of the process count {process_count}")
+  if not 0 <= process_index < process_count:
+    raise UserError(f"process_index {process_index} is outside [0, {process_count})")
+
+
+def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec,
+                  prefetch: int) -> grain.DatasetIterator:
+  """Returns the checkpointable iterator of training batches, prefetched in a background thread."""
+  check_sharding(spec.global_batch, spec.process_index, spec.process_count, "global_batch")
+  if spec.seq_len <= 0:
+    raise UserError(f"seq_len = {spec.seq_len} must be positive")
+  if len(texts) == 0:
+    raise UserError("the training split has no documents")
+  ds = PackedBatches(texts, tokenizer, spec)
+  if prefetch > 0:
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
+  iterator = iter(ds)
+  _OPEN_ITERATORS.add(iterator)
+  return iterator
+
+
+def validation_stream(texts: Sequence[bytes], tokenizer: Tokenizer, num_tokens: int | None,
+                      name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Returns the first num_tokens + 1 stream tokens of the validation documents in stored order."""
+  pieces, total = [], 0
+  stream = packing.DocumentStream(texts, tokenizer.encode, tokenizer.eos_id, seed=None)
+  for position in range(len(texts)):
+    if num_tokens is not None and total > num_tokens:
+      break
+    unit = stream.unit(position)
+    pieces.append(unit)
+    total += len(unit)
+  available = total - 1
+  if num_tokens is None:
+    num_tokens = available
+  if available < num_tokens or available <= 0:
+    raise UserError(f"the validation split of {name} has {max(available, 0)} tokens, fewer than the "
+                    f"{num_tokens} asked for")
+  units = np.concatenate([np.full(len(p), i) for i, p in enumerate(pieces)])[:num_tokens + 1]
+  offsets = np.concatenate([np.arange(len(p)) for p in pieces])[:num_tokens + 1]
+  return np.concatenate(pieces)[:num_tokens + 1], units, offsets
+
+
+def validation_batches(texts: Sequence[bytes], tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
+                       num_tokens: int | None, process_index: int, process_count: int, boundaries: str,
+                       name: str) -> list[dict[str, np.ndarray]]:
+  """Returns this process's rows of the fixed validation batches (the last one padded, weight 0)."""
+  check_sharding(batch_size, process_index, process_count, "batch_size")
+  tokens, units, offsets = validation_stream(texts, tokenizer, num_tokens, name)
+  num_batches = math.ceil(math.ceil((len(tokens) - 1) / seq_len) / batch_size)
+  rows = packing.pack_rows(tokens, units, offsets, seq_len=seq_len, num_rows=num_batches * batch_size,
+                           boundaries=boundaries, token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
+  share = batch_size // process_count
+  return [{k: v[b * batch_size + process_index * share:b * batch_size + (process_index + 1) * share]
+           for k, v in rows.items()} for b in range(num_batches)]
+
+
+def plan_steps(tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
+  """Returns (steps, tokens_actual, rounding): the fewest whole steps whose tokens reach the budget.
+
+  tokens_actual = steps * global_batch * seq_len >= tokens, and rounding = tokens_actual - tokens is
+  less than one batch; the trainer records it in run.json.
+  """
+  if tokens <= 0 or global_batch <= 0 or seq_len <= 0:
+    raise UserError(f"train.tokens = {tokens}, train.global_batch = {global_batch} and train.seq_len = {seq_len} "
+                    "must be positive")
+  per_step = global_batch * seq_len
+  steps = -(-tokens // per_step)
+  return steps, steps * per_step, steps * per_step - tokens
