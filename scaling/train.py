@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from pathlib import Path
 from typing import Any
 
 import flax
@@ -21,8 +19,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from scaling import flops, hardware, runs, sharding
-from scaling.metrics import MetricsWriter
+from scaling import flops, sharding
+from scaling.data.pipeline import plan_steps
 from scaling.model import ModelConfig, Transformer, cross_entropy, param_counts, tree_param_counts
 from scaling.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
 
@@ -71,8 +69,8 @@ class TrainConfig:
 
   @property
   def steps(self) -> int:
-    """Optimizer steps for the budget: the nearest whole number of batches (at least one)."""
-    return max(1, round(self.tokens / self.tokens_per_step))
+    """Optimizer steps for the budget: the fewest whole batches that reach it (see `plan_steps`)."""
+    return plan_steps(self.tokens, self.global_batch, self.seq_len)[0]
 
 
 @gin.configurable("train")
