@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 def _one_line(error: BaseException) -> str:
   """gin's messages span lines (binding, file, location); join the informative ones."""
-  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  lines = [l.strip() for l in str(error).splitlines() if l.strip() and not l.strip().startswith("In call to configurable")]
   return " | ".join(lines[:3]) if lines else type(error).__name__
 
 
@@ -37,10 +37,16 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
   for f in gin_files:
     if not Path(f).is_file() and not (CONFIGS / f).is_file() and not (REPO_ROOT / f).is_file():
       raise UserError(f"gin file {f!r} does not exist")
+  errors = (ValueError, SyntaxError, IOError, KeyError, TypeError)
   try:
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
-  except (ValueError, SyntaxError, IOError, KeyError, TypeError) as e:
+    gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+  except errors as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except errors as e:
+      raise UserError(f"bad --gin_bindings={binding!r}: {_one_line(e)}") from None
 
 
 _REQUIRED = re.compile(r"Required bindings for `(\w+)` not provided in config: \[([^\]]*)\]")

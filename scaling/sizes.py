@@ -105,6 +105,7 @@ def model_config(
     remat: str = "none",
     z_loss: float = 0.0,
     init_std: float = 0.02,
+    unroll_layers: bool = False,
 ) -> ModelConfig:
   """The gin knobs of the model: a size name, a target non-embedding count, or an explicit shape.
 
@@ -145,5 +146,6 @@ def model_config(
       remat=remat,
       z_loss=z_loss,
       init_std=init_std,
+      unroll_layers=unroll_layers,
       **shape,
   )

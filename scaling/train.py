@@ -176,7 +176,7 @@ def make_train_step(program: Program, grad_accum: int):
       (nll, grads), _ = jax.lax.scan(accumulate, zeros, micro)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train_loss": nll / weight_total, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    metrics = {"train_loss": nll / weight_total, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

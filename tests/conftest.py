@@ -1,0 +1,41 @@
+"""Test set-up: 8 simulated CPU devices (set before jax is imported) and small shared helpers."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+  """Runs `python -m scaling ARGS` as a user would, with this checkout on the path."""
+  full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+  return subprocess.run(
+      [sys.executable, "-m", "scaling", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
+  )
+
+
+def random_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int, segments: bool = False) -> dict:
+  """A batch in the data layer's format from random tokens (optionally two documents per row)."""
+  tokens = rng.integers(0, vocab, (batch, seq_len + 1), dtype=np.int32)
+  seg = np.ones((batch, seq_len), np.int32)
+  pos = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)).copy()
+  if segments:
+    cut = seq_len // 2
+    seg[:, cut:] = 2
+    pos[:, cut:] -= cut
+  ones = np.ones((batch, seq_len), np.float32)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": ones, "bytes": ones, "segment_ids": seg, "positions": pos}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+  return np.random.default_rng(0)

@@ -1,0 +1,33 @@
+"""Tests of FLOP accounting: the analytic conventions against XLA's own count of the compiled step."""
+
+import pytest
+
+from scaling import flops, train
+from scaling.model import ModelConfig, param_counts
+from scaling.optim import OptimizerConfig
+
+SHAPES = [
+    ModelConfig(vocab_size=258, width=128, depth=3, heads=4, kv_heads=4, head_dim=32, mlp_width=512),
+    ModelConfig(vocab_size=258, width=96, depth=2, heads=6, kv_heads=2, head_dim=16, mlp_width=384, mlp="gelu", tie_embeddings=True),
+    ModelConfig(vocab_size=1024, width=64, depth=4, heads=2, kv_heads=1, head_dim=32, mlp_width=256),
+]
+
+
+@pytest.mark.parametrize("cfg", SHAPES)
+def test_formulas_within_ten_percent_of_xla_cost_analysis(cfg):
+  seq_len = 128
+  xla = train.xla_flops_per_token(cfg, OptimizerConfig(), train.TrainConfig(tokens=10**6, global_batch=4, seq_len=seq_len))
+  analytic = flops.flops_per_token(cfg, seq_len)
+  assert xla is not None
+  assert analytic["palm"] == pytest.approx(xla, rel=0.10)
+  # Chinchilla counts the embedding lookup as a matmul (3 x 2VD); XLA's gather does no arithmetic.
+  embedding_lookup = 3 * 2 * cfg.vocab_size * cfg.width
+  assert analytic["chinchilla"] - embedding_lookup == pytest.approx(xla, rel=0.10)
+
+
+def test_six_n_conventions_follow_the_parameter_counts():
+  cfg = SHAPES[0]
+  counts, f = param_counts(cfg), flops.flops_per_token(cfg, 256)
+  assert f["6N"] == 6 * counts["non_embedding"]
+  assert f["6N_total"] == 6 * counts["total"]
+  assert f["palm"] > f["6N"]

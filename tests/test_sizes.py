@@ -1,0 +1,44 @@
+"""Tests of the size table, the parameter-count rule and the `model` gin knobs."""
+
+import math
+
+import pytest
+
+from scaling import sizes
+from scaling.model import param_counts
+
+
+def test_table_names_decode_to_consistent_shapes():
+  for name, (width, depth, heads, mlp_width) in sizes.SIZES.items():
+    cfg = sizes.model_config(vocab_size=258, size=name)
+    assert (cfg.width, cfg.depth, cfg.heads, cfg.mlp_width) == (width, depth, heads, mlp_width)
+    assert cfg.head_dim * cfg.heads == cfg.width
+
+
+@pytest.mark.parametrize("target", [3e5, 1e6, 3e6, 2e7, 1e8, 1e9])
+def test_params_rule_lands_near_the_target_with_bounded_aspect(target):
+  cfg = sizes.model_config(vocab_size=258, params=target, head_dim=32 if target < 1e6 else 64)
+  n = param_counts(cfg)["non_embedding"]
+  assert abs(math.log(n / target)) < math.log(1.25)
+  assert 32 <= cfg.width / cfg.depth <= 128
+  assert cfg.head_dim in (32, 64)
+
+
+def test_explicit_knobs_override_the_table():
+  cfg = sizes.model_config(vocab_size=258, size="s", depth=2, kv_heads=2)
+  assert (cfg.width, cfg.depth, cfg.kv_heads) == (512, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(size="huge"), "model.size='huge' is not a known size"),
+        (dict(size="s", params=1e6), "not both"),
+        (dict(params=-5.0), "model.params must be a positive number"),
+        (dict(width=64), "model.depth"),
+        (dict(width=100, depth=2, heads=3), "not divisible by model.heads"),
+    ],
+)
+def test_bad_model_knobs_are_named(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    sizes.model_config(vocab_size=258, **kwargs)
