@@ -13,6 +13,7 @@ at 0 at every document and row start, so the model masks attention across docume
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from typing import Callable, Sequence
 
@@ -24,9 +25,9 @@ BOUNDARIES = ("segments", "eos")
 FIELDS = ("inputs", "targets", "weights", "segment_ids", "positions", "bytes")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-  """Derives an independent 32-bit shuffle seed for each (seed, epoch)."""
-  return int.from_bytes(hashlib.sha256(f"{seed}/{epoch}".encode()).digest()[:4], "little")
+def epoch_seed(seed: int, epoch: int, salt: str = "documents") -> int:
+  """Derives an independent 32-bit shuffle seed for each (seed, epoch, purpose)."""
+  return int.from_bytes(hashlib.sha256(f"{salt}/{seed}/{epoch}".encode()).digest()[:4], "little")
 
 
 class DocumentStream:
@@ -57,18 +58,34 @@ class DocumentStream:
 class Lane:
   """One row of every batch: reads the stream's units at positions first, first + stride, ... in turn."""
 
+  CACHED_UNITS = 64
+
   def __init__(self, stream: DocumentStream, first: int, stride: int):
     self._stream = stream
     self._first = first
     self._stride = stride
-    self._cache: dict[int, np.ndarray] = {}
+    self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self.unit = 0
     self.offset = 0
 
   def _unit_tokens(self, unit: int) -> np.ndarray:
-    if unit not in self._cache:
+    """Returns the tokens of this lane's unit number `unit`, keeping the most recent ones cached."""
+    if unit in self._cache:
+      self._cache.move_to_end(unit)
+    else:
       self._cache[unit] = self._stream.unit(self._first + unit * self._stride)
+      if len(self._cache) > self.CACHED_UNITS:
+        self._cache.popitem(last=False)
     return self._cache[unit]
+
+  def unit_lengths(self, num_tokens: int) -> np.ndarray:
+    """Returns the lengths of this lane's first units, enough to cover num_tokens tokens."""
+    lengths, total, unit = [], 0, 0
+    while total < num_tokens:
+      lengths.append(len(self._unit_tokens(unit)))
+      total += lengths[-1]
+      unit += 1
+    return np.array(lengths, np.int64)
 
   def read(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns the next n tokens from the cursor, with each token's unit number and offset in its unit."""
@@ -84,7 +101,7 @@ class Lane:
     return np.concatenate(tokens), np.concatenate(units), np.concatenate(offsets)
 
   def advance(self, n: int) -> None:
-    """Moves the cursor n tokens on and forgets the units left behind."""
+    """Moves the cursor n tokens on."""
     while n > 0:
       left = len(self._unit_tokens(self.unit)) - self.offset
       if n < left:
@@ -92,7 +109,6 @@ class Lane:
         return
       n -= left
       self.unit, self.offset = self.unit + 1, 0
-    self._cache = {u: t for u, t in self._cache.items() if u >= self.unit}
 
   def next_row(self, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns the L+1 tokens of the next row (with units and offsets) and moves on by L."""

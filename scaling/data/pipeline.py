@@ -58,6 +58,7 @@ class StreamSpec:
   process_index: int
   process_count: int
   boundaries: str
+  unique_tokens: int | None = None
 
   def lanes(self) -> range:
     """Returns the rows of the global batch this process produces."""
@@ -80,7 +81,11 @@ class PackedBatches(grain.IterDataset):
 
 
 class PackedBatchIterator(grain.DatasetIterator):
-  """Iterator over packed batches whose state is the step and every lane's (unit, offset) cursor."""
+  """Iterator over packed batches whose state is the step and every lane's (unit, offset) cursor.
+
+  With unique_tokens, each lane's first steps_per_epoch rows are located once (a table of unit starts),
+  and step s reads row s of the first epoch, then rows in a fresh permutation of steps every epoch.
+  """
 
   def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec):
     super().__init__()
@@ -89,11 +94,32 @@ class PackedBatchIterator(grain.DatasetIterator):
     self._spec = spec
     self._step = 0
     self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch) for r in spec.lanes()]
+    self._unit_starts = None
+    if spec.unique_tokens is not None:
+      self._steps_per_epoch = plan_unique(spec.unique_tokens, spec.global_batch, spec.seq_len)[0]
+      need = self._steps_per_epoch * spec.seq_len + 1
+      self._unit_starts = [np.concatenate([[0], np.cumsum(lane.unit_lengths(need))]) for lane in self._lanes]
 
   def __next__(self) -> dict[str, np.ndarray]:
+    if self._unit_starts is not None:
+      self._seek_unique_row(self._unique_row(self._step))
     rows = [self._row(lane) for lane in self._lanes]
     self._step += 1
     return packing.stack_rows(rows)
+
+  def _unique_row(self, step: int) -> int:
+    """Maps a step to the row of the unique set it reads: in order first, then permuted per epoch."""
+    epoch, index = divmod(step, self._steps_per_epoch)
+    if epoch == 0 or self._steps_per_epoch == 1:
+      return index
+    seed = packing.epoch_seed(self._spec.seed, epoch, salt="unique-steps")
+    return int(packing.index_shuffle(index, max_index=self._steps_per_epoch - 1, seed=seed, rounds=4))
+
+  def _seek_unique_row(self, row: int) -> None:
+    position = row * self._spec.seq_len
+    for lane, starts in zip(self._lanes, self._unit_starts):
+      lane.unit = int(np.searchsorted(starts, position, side="right") - 1)
+      lane.offset = int(position - starts[lane.unit])
 
   def _row(self, lane: packing.Lane) -> dict[str, np.ndarray]:
     tokens, units, offsets = lane.next_row(self._spec.seq_len)
@@ -109,7 +135,6 @@ class PackedBatchIterator(grain.DatasetIterator):
     if state.get("spec") != dataclasses.asdict(self._spec):
       raise UserError(f"data iterator state was saved for {state.get('spec')}, not {dataclasses.asdict(self._spec)}")
     self._step = int(state["step"])
-    self._lanes = [packing.Lane(self._stream, first=r, stride=self._spec.global_batch) for r in self._spec.lanes()]
     for lane, (unit, offset) in zip(self._lanes, state["lanes"], strict=True):
       lane.unit, lane.offset = int(unit), int(offset)
 
@@ -174,15 +199,33 @@ def validation_batches(texts: Sequence[bytes], tokenizer: Tokenizer, *, seq_len:
            for k, v in rows.items()} for b in range(num_batches)]
 
 
-def plan_steps(tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
-  """Returns (steps, tokens_actual, rounding): the fewest whole steps whose tokens reach the budget.
-
-  tokens_actual = steps * global_batch * seq_len >= tokens, and rounding = tokens_actual - tokens is
-  less than one batch; the trainer records it in run.json.
-  """
+def _whole_steps(tokens: int, global_batch: int, seq_len: int, knob: str) -> tuple[int, int, int]:
+  """Returns (steps, tokens_actual, rounding) for the fewest whole steps whose tokens reach `tokens`."""
   if tokens <= 0 or global_batch <= 0 or seq_len <= 0:
-    raise UserError(f"train.tokens = {tokens}, train.global_batch = {global_batch} and train.seq_len = {seq_len} "
-                    "must be positive")
+    raise UserError(f"{knob} = {tokens}, global_batch = {global_batch} and seq_len = {seq_len} must be positive")
   per_step = global_batch * seq_len
   steps = -(-tokens // per_step)
   return steps, steps * per_step, steps * per_step - tokens
+
+
+def plan_steps(tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
+  """Returns (steps, tokens_actual, rounding) for a token budget: the fewest whole steps that reach it.
+
+  tokens_actual = steps * global_batch * seq_len >= tokens and 0 <= rounding < one batch of tokens;
+  the trainer records tokens_actual and rounding in run.json.
+  """
+  return _whole_steps(tokens, global_batch, seq_len, "train.tokens")
+
+
+def plan_unique(unique_tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
+  """Returns (steps_per_epoch, unique_actual, rounding) for a unique-token budget, rounded up to whole steps."""
+  return _whole_steps(unique_tokens, global_batch, seq_len, "unique_tokens")
+
+
+def epochs(tokens: int, unique_tokens: int | None, global_batch: int, seq_len: int,
+           train_tokens: int | None) -> float | None:
+  """Returns how many passes a run of `tokens` makes over its data (None when the split size is unknown)."""
+  tokens_actual = plan_steps(tokens, global_batch, seq_len)[1]
+  if unique_tokens is not None:
+    return tokens_actual / plan_unique(unique_tokens, global_batch, seq_len)[1]
+  return tokens_actual / train_tokens if train_tokens else None
