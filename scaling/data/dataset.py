@@ -102,7 +102,8 @@ def open_source(source: str, data_dir: str, *, files: Any, name: str | None, tex
   train, validation = _splits(builder, train_split, validation_split, text_field)
   info = {"source": source, "data_dir": data_dir, "prepare_s": round(seconds, 3), "version": str(builder.version),
           "splits": {"train": train_split, "validation": validation_split},
-          "documents": {"train": len(train), "validation": len(validation)}, **builder.info.metadata}
+          "documents": {"train": len(train), "validation": len(validation)},
+          **{k: v for k, v in builder.info.metadata.items() if k != "files"}}
   return _builder_name(builder), train, validation, info
 
 
@@ -121,17 +122,36 @@ def make_tokenizer(kind: str, model_file: str | None, vocab_size: int | None) ->
 
 
 @gin.configurable("data")
-def make_dataset(source: str = "stdlib", data_dir: str | None = None, files: Any = None, name: str | None = None,
-                 text_field: str = "text", train_split: str = "train", validation_split: str = "validation",
-                 tokenizer: str = "bytes", tokenizer_model: str | None = None, vocab_size: int | None = None,
-                 boundaries: str = "segments", prefetch: int = 2) -> Dataset:
-  """Opens the configured corpus (preparing local ones on first use) with its tokenizer."""
-  if boundaries not in BOUNDARIES:
-    raise UserError(f"unknown data.boundaries {boundaries!r}; expected one of {', '.join(BOUNDARIES)}")
-  tok = make_tokenizer(tokenizer, tokenizer_model, vocab_size)
-  data_dir = data_dir or preparation.default_data_dir()
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The `data.*` gin knobs: which corpus, which splits and field, which tokenizer, how to pack."""
+
+  source: str = "stdlib"
+  data_dir: str | None = None
+  files: Any = None
+  name: str | None = None
+  text_field: str = "text"
+  train_split: str = "train"
+  validation_split: str = "validation"
+  tokenizer: str = "bytes"
+  tokenizer_model: str | None = None
+  vocab_size: int | None = None
+  boundaries: str = "segments"
+  prefetch: int = 2
+
+
+def make_dataset(**overrides: Any) -> Dataset:
+  """Opens the corpus the `data.*` gin knobs describe (preparing local ones on first use) with its tokenizer.
+
+  Validation happens here, outside the gin-configurable call, so a bad knob is one clean UserError line.
+  """
+  config = DataConfig(**overrides)
+  if config.boundaries not in BOUNDARIES:
+    raise UserError(f"unknown data.boundaries {config.boundaries!r}; expected one of {', '.join(BOUNDARIES)}")
+  tok = make_tokenizer(config.tokenizer, config.tokenizer_model, config.vocab_size)
+  data_dir = config.data_dir or preparation.default_data_dir()
   ds_name, train, validation, info = open_source(
-      source, data_dir, files=files, name=name, text_field=text_field, train_split=train_split,
-      validation_split=validation_split)
+      config.source, data_dir, files=config.files, name=config.name, text_field=config.text_field,
+      train_split=config.train_split, validation_split=config.validation_split)
   return Dataset(name=ds_name, tokenizer=tok, train_texts=train, validation_texts=validation,
-                 boundaries=boundaries, prefetch=prefetch, info=info)
+                 boundaries=config.boundaries, prefetch=config.prefetch, info=info)

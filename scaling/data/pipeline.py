@@ -12,7 +12,7 @@ import atexit
 import dataclasses
 import math
 import weakref
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -46,6 +46,9 @@ class TextView(Sequence[bytes]):
   def __getitem__(self, index: int) -> bytes:
     value = self._source[index][self._field]
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+  def __iter__(self) -> Iterator[bytes]:
+    return (self[i] for i in range(len(self)))
 
 
 @dataclasses.dataclass(frozen=True)

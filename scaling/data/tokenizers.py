@@ -112,18 +112,25 @@ class SentencePieceTokenizer:
     return {"kind": "sentencepiece", "vocab_size": self.vocab_size, "hash": self._hash, "file": str(self.path)}
 
 
-def _lines(texts: Iterable[bytes], max_bytes: int) -> Iterator[str]:
-  """Yields the non-empty lines of documents until about max_bytes have been read."""
-  seen = 0
+def take_bytes(texts: Iterable[bytes], max_bytes: int) -> list[bytes]:
+  """Returns documents in order until about max_bytes of text have been taken."""
+  taken, seen = [], 0
   for text in texts:
     if seen >= max_bytes:
-      return
+      break
+    taken.append(text)
     seen += len(text)
+  return taken
+
+
+def _lines(texts: Iterable[bytes]) -> Iterator[str]:
+  """Yields the non-empty lines of documents: SentencePiece trains on lines, not whole files."""
+  for text in texts:
     yield from (line for line in text.decode("utf-8", "replace").split("\n") if line.strip())
 
 
-def train_sentencepiece(texts: Iterable[bytes], out: str | pathlib.Path, *, vocab_size: int, model_type: str,
-                        max_bytes: int) -> pathlib.Path:
+def train_sentencepiece(texts: Iterable[bytes], out: str | pathlib.Path, *, vocab_size: int,
+                        model_type: str) -> pathlib.Path:
   """Trains a byte-fallback SentencePiece model that keeps text exactly (no normalization); writes `out`."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(out).expanduser()
@@ -131,7 +138,7 @@ def train_sentencepiece(texts: Iterable[bytes], out: str | pathlib.Path, *, voca
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_lines(texts, max_bytes), model_writer=model, vocab_size=vocab_size,
+        sentence_iterator=_lines(texts), model_writer=model, vocab_size=vocab_size,
         model_type=model_type, byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=False,
         remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
         unk_id=0, bos_id=-1, eos_id=1, pad_id=2, user_defined_symbols=["\n"], minloglevel=2)
