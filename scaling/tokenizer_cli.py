@@ -7,6 +7,7 @@ tokenizer is trained on exactly the data a sweep will read.
 from __future__ import annotations
 
 import argparse
+import pathlib
 
 import gin
 
@@ -30,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_gin(files: list[str], bindings: list[str]) -> None:
   """Parses gin files and bindings, ignoring configurables this command does not use."""
+  for path in files:
+    if not pathlib.Path(path).is_file():
+      raise UserError(f"gin file {path} does not exist")
   try:
     gin.parse_config_files_and_bindings(files, bindings, skip_unknown=True)
   except OSError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import pathlib
 import sys
@@ -76,7 +77,8 @@ def prepare(make_builder: Callable[[], tfds.core.DatasetBuilder]) -> tuple[tfds.
       print(f"scaling: preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir} (once)",
             file=sys.stderr, flush=True)
       tfds.disable_progress_bar()
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
     builder = make_builder()
   return builder, time.perf_counter() - start
