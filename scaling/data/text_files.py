@@ -17,9 +17,6 @@ import os
 import pathlib
 from typing import Iterator, Sequence
 
-import numpy as np
-import tensorflow_datasets as tfds
-
 from scaling.data.preparation import LocalBuilder, prepare
 from scaling.errors import UserError
 
@@ -133,33 +130,25 @@ def scan(files: str | Sequence[str], text_field: str = "text") -> Corpus:
 class TextFiles(LocalBuilder):
   """The user's text files, one document per .txt file or per .jsonl line, as raw UTF-8 bytes."""
 
-  VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Documents from .txt/.jsonl(.gz) files; ~1% validation by key hash."}
+  DESCRIPTION = "Local text files given by data.files."
 
-  def __init__(self, *, corpus: Corpus, **kwargs):
-    self._corpus = corpus
-    config = tfds.core.BuilderConfig(name=corpus.fingerprint[:12], version=self.VERSION,
-                                     description=f"{len(corpus.files)} local text files")
-    super().__init__(config=config, **kwargs)
+  def config_name(self) -> str:
+    return self._corpus.fingerprint[:12]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Local text files given by data.files.",
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Tensor(shape=(), dtype=np.object_),
-            "key": tfds.features.Text(),
-        }),
-        metadata=tfds.core.MetadataDict(
-            files=[str(p) for p in self._corpus.files[:1000]],
-            num_files=len(self._corpus.files),
-            fingerprint=self._corpus.fingerprint,
-            text_field=self._corpus.text_field,
-            num_documents=self._corpus.num_documents,
-            split_bytes=self._corpus.split_bytes,
-            validation_percent=VALIDATION_PERCENT,
-        ),
-    )
+  def config_description(self) -> str:
+    return f"{len(self._corpus.files)} local text files"
+
+  def metadata(self) -> dict:
+    return {
+        "files": [str(p) for p in self._corpus.files[:1000]],
+        "num_files": len(self._corpus.files),
+        "fingerprint": self._corpus.fingerprint,
+        "text_field": self._corpus.text_field,
+        "num_documents": self._corpus.num_documents,
+        "split_bytes": self._corpus.split_bytes,
+        "validation_percent": VALIDATION_PERCENT,
+    }
 
   def _split_generators(self, dl_manager):
     del dl_manager
