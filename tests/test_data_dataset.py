@@ -42,6 +42,8 @@ def test_stdlib_train_tokens_count_bytes_and_one_eos_per_document(stdlib_dataset
   assert stdlib_dataset.train_tokens == stdlib_dataset.info["split_bytes"]["train"] + len(stdlib_dataset.train_texts)
   assert stdlib_dataset.epochs(stdlib_dataset.train_tokens, 256, 1) == pytest.approx(1.0, abs=1e-4)
   assert stdlib_dataset.epochs(4096 * 100, 64, 8, unique_tokens=4096 * 25) == 4.0
+  with pytest.raises(UserError, match="exceeds the .* tokens of the training split of stdlib_source"):
+    stdlib_dataset.train_iterator(64, 8, unique_tokens=stdlib_dataset.train_tokens + 1)
 
 
 def test_gin_bindings_choose_the_source(tmp_path):

@@ -167,7 +167,7 @@ def test_two_jax_processes_read_disjoint_shares_whose_union_is_the_single_proces
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}  # one CPU device each
   data_dir = tmp_path / "tfds"
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, f"127.0.0.1:{port}", str(p), str(corpus), str(data_dir),
                              str(tmp_path / f"out{p}.npz")], env=env, stderr=subprocess.PIPE, text=True)

@@ -42,6 +42,9 @@ class Dataset:
     With unique_tokens, the stream's first unique_tokens (rounded to whole steps, see `plan_unique`)
     repeat, each epoch in a fresh order of steps.
     """
+    if unique_tokens is not None and self.train_tokens is not None and unique_tokens > self.train_tokens:
+      raise UserError(f"unique_tokens = {unique_tokens} exceeds the {self.train_tokens} tokens of the training "
+                      f"split of {self.name}")
     spec = pipeline.StreamSpec(seq_len=seq_len, global_batch=global_batch, seed=seed,
                                process_index=process_index, process_count=process_count,
                                boundaries=self.boundaries, unique_tokens=unique_tokens)
