@@ -27,10 +27,10 @@ def _docs(n: int = 60, seed: int = 0) -> list[bytes]:
 
 
 def _iterator(docs, *, seq_len=32, global_batch=8, seed=0, process_index=0, process_count=1, unique_tokens=None,
-              prefetch=2):
+              prefetch=2, read_threads=0):
   spec = StreamSpec(seq_len=seq_len, global_batch=global_batch, seed=seed, process_index=process_index,
                     process_count=process_count, boundaries="segments", unique_tokens=unique_tokens)
-  return pipeline.train_batches(docs, TOK, spec, prefetch)
+  return pipeline.train_batches(docs, TOK, spec, prefetch, read_threads)
 
 
 def _take(iterator, n):
@@ -61,6 +61,13 @@ def test_restored_iterator_continues_exactly_like_the_uninterrupted_one(unique_t
   resumed = _iterator(docs, unique_tokens=unique_tokens)
   resumed.set_state(state)
   _assert_same(_take(resumed, 20), uninterrupted[15:35])
+
+
+@pytest.mark.parametrize("unique_tokens", [None, 8 * 32 * 5])
+def test_background_reads_do_not_change_the_stream(unique_tokens):
+  docs = _docs()
+  _assert_same(_take(_iterator(docs, read_threads=3, unique_tokens=unique_tokens), 25),
+               _take(_iterator(docs, prefetch=0, unique_tokens=unique_tokens), 25))
 
 
 def test_restoring_a_state_of_another_stream_is_a_user_error():

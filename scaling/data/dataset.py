@@ -33,6 +33,7 @@ class Dataset:
   validation_texts: Sequence[bytes]
   boundaries: str = "segments"
   prefetch: int = 2
+  read_threads: int = 0
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def train_iterator(self, seq_len: int, global_batch: int, seed: int = 0, process_index: int = 0,
@@ -48,7 +49,7 @@ class Dataset:
     spec = pipeline.StreamSpec(seq_len=seq_len, global_batch=global_batch, seed=seed,
                                process_index=process_index, process_count=process_count,
                                boundaries=self.boundaries, unique_tokens=unique_tokens)
-    return pipeline.train_batches(self.train_texts, self.tokenizer, spec, self.prefetch)
+    return pipeline.train_batches(self.train_texts, self.tokenizer, spec, self.prefetch, self.read_threads)
 
   @property
   def train_tokens(self) -> int | None:
@@ -141,6 +142,7 @@ class DataConfig:
   vocab_size: int | None = None
   boundaries: str = "segments"
   prefetch: int = 2
+  read_threads: int = 0
 
 
 def make_dataset(**overrides: Any) -> Dataset:
@@ -157,4 +159,4 @@ def make_dataset(**overrides: Any) -> Dataset:
       config.source, data_dir, files=config.files, name=config.name, text_field=config.text_field,
       train_split=config.train_split, validation_split=config.validation_split)
   return Dataset(name=ds_name, tokenizer=tok, train_texts=train, validation_texts=validation,
-                 boundaries=config.boundaries, prefetch=config.prefetch, info=info)
+                 boundaries=config.boundaries, prefetch=config.prefetch, read_threads=config.read_threads, info=info)

@@ -14,6 +14,7 @@ at 0 at every document and row start, so the model masks attention across docume
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 from typing import Callable, Sequence
 
@@ -56,27 +57,42 @@ class DocumentStream:
 
 
 class Lane:
-  """One row of every batch: reads the stream's units at positions first, first + stride, ... in turn."""
+  """One row of every batch: reads the stream's units at positions first, first + stride, ... in turn.
+
+  With an executor, the next `read_ahead` units are read and tokenized in the background, which hides
+  the latency of remote storage; what a lane yields does not depend on it.
+  """
 
   CACHED_UNITS = 64
 
-  def __init__(self, stream: DocumentStream, first: int, stride: int):
+  def __init__(self, stream: DocumentStream, first: int, stride: int,
+               executor: concurrent.futures.Executor | None = None, read_ahead: int = 0):
     self._stream = stream
     self._first = first
     self._stride = stride
-    self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._executor = executor
+    self._read_ahead = read_ahead if executor else 0
+    self._cache: collections.OrderedDict[int, concurrent.futures.Future] = collections.OrderedDict()
     self.unit = 0
     self.offset = 0
 
+  def _fetch(self, unit: int) -> concurrent.futures.Future:
+    position = self._first + unit * self._stride
+    if self._executor is not None:
+      return self._executor.submit(self._stream.unit, position)
+    future = concurrent.futures.Future()
+    future.set_result(self._stream.unit(position))
+    return future
+
   def _unit_tokens(self, unit: int) -> np.ndarray:
-    """Returns the tokens of this lane's unit number `unit`, keeping the most recent ones cached."""
-    if unit in self._cache:
-      self._cache.move_to_end(unit)
-    else:
-      self._cache[unit] = self._stream.unit(self._first + unit * self._stride)
-      if len(self._cache) > self.CACHED_UNITS:
-        self._cache.popitem(last=False)
-    return self._cache[unit]
+    """Returns the tokens of this lane's unit number `unit`, keeping recent and upcoming ones cached."""
+    for ahead in range(unit, unit + 1 + self._read_ahead):
+      if ahead not in self._cache:
+        self._cache[ahead] = self._fetch(ahead)
+    self._cache.move_to_end(unit)
+    while len(self._cache) > self.CACHED_UNITS + self._read_ahead:
+      self._cache.popitem(last=False)
+    return self._cache[unit].result()
 
   def unit_lengths(self, num_tokens: int) -> np.ndarray:
     """Returns the lengths of this lane's first units, enough to cover num_tokens tokens."""

@@ -9,6 +9,7 @@ iterator's state is just each lane's cursor.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import dataclasses
 import math
 import weakref
@@ -22,6 +23,7 @@ from scaling.data.tokenizers import Tokenizer
 from scaling.errors import UserError
 
 STATE_VERSION = 1
+READ_AHEAD = 2  # documents each lane reads ahead when data.read_threads > 0
 _OPEN_ITERATORS: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -72,15 +74,16 @@ class StreamSpec:
 class PackedBatches(grain.IterDataset):
   """Endless packed batches of this process's lanes."""
 
-  def __init__(self, texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec):
+  def __init__(self, texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
     super().__init__()
     self._texts = texts
     self._tokenizer = tokenizer
     self._spec = spec
+    self._read_threads = read_threads
 
   def __iter__(self) -> PackedBatchIterator:
     stream = packing.DocumentStream(self._texts, self._tokenizer.encode, self._tokenizer.eos_id, self._spec.seed)
-    return PackedBatchIterator(stream, self._tokenizer, self._spec)
+    return PackedBatchIterator(stream, self._tokenizer, self._spec, self._read_threads)
 
 
 class PackedBatchIterator(grain.DatasetIterator):
@@ -90,13 +93,15 @@ class PackedBatchIterator(grain.DatasetIterator):
   and step s reads row s of the first epoch, then rows in a fresh permutation of steps every epoch.
   """
 
-  def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec):
+  def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
     super().__init__()
     self._stream = stream
     self._tokenizer = tokenizer
     self._spec = spec
     self._step = 0
-    self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch) for r in spec.lanes()]
+    executor = concurrent.futures.ThreadPoolExecutor(read_threads) if read_threads > 0 else None
+    self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch, executor=executor, read_ahead=READ_AHEAD)
+                   for r in spec.lanes()]
     self._unit_starts = None
     if spec.unique_tokens is not None:
       self._steps_per_epoch = plan_unique(spec.unique_tokens, spec.global_batch, spec.seq_len)[0]
@@ -150,15 +155,15 @@ def check_sharding(batch: int, process_index: int, process_count: int, what: str
     raise UserError(f"process_index {process_index} is outside [0, {process_count})")
 
 
-def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec,
-                  prefetch: int) -> grain.DatasetIterator:
+def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec, prefetch: int,
+                  read_threads: int = 0) -> grain.DatasetIterator:
   """Returns the checkpointable iterator of training batches, prefetched in a background thread."""
   check_sharding(spec.global_batch, spec.process_index, spec.process_count, "global_batch")
   if spec.seq_len <= 0:
     raise UserError(f"seq_len = {spec.seq_len} must be positive")
   if len(texts) == 0:
     raise UserError("the training split has no documents")
-  ds = PackedBatches(texts, tokenizer, spec)
+  ds = PackedBatches(texts, tokenizer, spec, read_threads)
   if prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
   iterator = iter(ds)
