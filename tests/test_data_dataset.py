@@ -1,9 +1,12 @@
 """make_dataset on the embedded corpus: prepared once per session in a tmp data_dir."""
 
+import gin
 import numpy as np
 import pytest
 
 from scaling.data import make_dataset
+from scaling.data import tokenizers
+from scaling.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +36,51 @@ def test_stdlib_eval_batches_are_identical_across_calls(stdlib_dataset):
   for a, b in zip(first, second, strict=True):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_stdlib_train_tokens_count_bytes_and_one_eos_per_document(stdlib_dataset):
+  assert stdlib_dataset.train_tokens == stdlib_dataset.info["split_bytes"]["train"] + len(stdlib_dataset.train_texts)
+  assert stdlib_dataset.epochs(stdlib_dataset.train_tokens, 256, 1) == pytest.approx(1.0, abs=1e-4)
+  assert stdlib_dataset.epochs(4096 * 100, 64, 8, unique_tokens=4096 * 25) == 4.0
+  with pytest.raises(UserError, match="exceeds the .* tokens of the training split of stdlib_source"):
+    stdlib_dataset.train_iterator(64, 8, unique_tokens=stdlib_dataset.train_tokens + 1)
+
+
+def test_gin_bindings_choose_the_source(tmp_path):
+  for i in range(5):
+    (tmp_path / f"{i}.txt").write_text(f"text {i} " * 50)
+  gin.clear_config()
+  try:
+    gin.parse_config(["data.source = 'text'", f"data.files = '{tmp_path}/*.txt'", "data.boundaries = 'eos'",
+                      f"data.data_dir = '{tmp_path / 'tfds'}'"])
+    ds = make_dataset()
+  finally:
+    gin.clear_config()
+  assert ds.name.startswith("text_files/") and ds.boundaries == "eos"
+  assert len(ds.train_texts) + len(ds.validation_texts) == 5
+
+
+def test_sentencepiece_dataset_reports_bytes_per_token(tmp_path):
+  texts = [f"row {i}: the quick brown fox jumps over the lazy dog {i % 13}\n".encode() * 20 for i in range(40)]
+  for i, text in enumerate(texts):
+    (tmp_path / f"{i}.txt").write_bytes(text)
+  model = tokenizers.train_sentencepiece(texts, tmp_path / "sp.model", vocab_size=320, model_type="bpe")
+  ds = make_dataset(source="text", files=str(tmp_path), data_dir=str(tmp_path / "tfds"), tokenizer="sentencepiece",
+                    tokenizer_model=str(model), vocab_size=320)
+  assert ds.tokenizer.identity()["kind"] == "sentencepiece" and ds.train_tokens is None
+  batches = ds.eval_batches(seq_len=32, batch_size=2)
+  validation_bytes = sum(len(t) for t in ds.validation_texts)
+  assert sum(b["bytes"].sum() for b in batches) == validation_bytes
+  assert sum(b["weights"].sum() for b in batches) < 0.75 * validation_bytes
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"source": "hdfs"}, "unknown data.source 'hdfs'"),
+    ({"source": "text"}, "needs data.files"),
+    ({"source": "tfds"}, "needs data.name"),
+    ({"boundaries": "none"}, "unknown data.boundaries 'none'"),
+    ({"tokenizer": "sentencepiece"}, "needs data.tokenizer_model"),
+])
+def test_bad_knobs_are_user_errors(tmp_path, knobs, message):
+  with pytest.raises(UserError, match=message):
+    make_dataset(data_dir=str(tmp_path), **knobs)

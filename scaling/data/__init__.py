@@ -4,6 +4,6 @@ The trainer calls `make_dataset()` (gin: `data`) and `plan_steps`; see docs/data
 """
 
 from scaling.data.dataset import Dataset, make_dataset
-from scaling.data.pipeline import plan_steps
+from scaling.data.pipeline import plan_steps, plan_unique
 
-__all__ = ["Dataset", "make_dataset", "plan_steps"]
+__all__ = ["Dataset", "make_dataset", "plan_steps", "plan_unique"]

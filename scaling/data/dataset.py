@@ -8,15 +8,19 @@ from typing import Any, Sequence
 import gin
 import grain
 import numpy as np
+import tensorflow_datasets as tfds
 
+from scaling.data import catalog
 from scaling.data import pipeline
 from scaling.data import preparation
 from scaling.data import stdlib_corpus
+from scaling.data import text_files
 from scaling.data import tokenizers
 from scaling.data.packing import BOUNDARIES
 from scaling.errors import UserError
 
 SOURCES = ("stdlib", "text", "tfds")
+TOKENIZERS = ("bytes", "sentencepiece")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +33,35 @@ class Dataset:
   validation_texts: Sequence[bytes]
   boundaries: str = "segments"
   prefetch: int = 2
+  read_threads: int = 0
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def train_iterator(self, seq_len: int, global_batch: int, seed: int = 0, process_index: int = 0,
-                     process_count: int = 1) -> grain.DatasetIterator:
-    """Returns this process's endless, deterministic stream of [global_batch / process_count, seq_len] batches."""
+                     process_count: int = 1, *, unique_tokens: int | None = None) -> grain.DatasetIterator:
+    """Returns this process's endless, deterministic stream of [global_batch / process_count, seq_len] batches.
+
+    With unique_tokens, the stream's first unique_tokens (rounded to whole steps, see `plan_unique`)
+    repeat, each epoch in a fresh order of steps.
+    """
+    if unique_tokens is not None and self.train_tokens is not None and unique_tokens > self.train_tokens:
+      raise UserError(f"unique_tokens = {unique_tokens} exceeds the {self.train_tokens} tokens of the training "
+                      f"split of {self.name}")
     spec = pipeline.StreamSpec(seq_len=seq_len, global_batch=global_batch, seed=seed,
                                process_index=process_index, process_count=process_count,
-                               boundaries=self.boundaries)
-    return pipeline.train_batches(self.train_texts, self.tokenizer, spec, self.prefetch)
+                               boundaries=self.boundaries, unique_tokens=unique_tokens)
+    return pipeline.train_batches(self.train_texts, self.tokenizer, spec, self.prefetch, self.read_threads)
+
+  @property
+  def train_tokens(self) -> int | None:
+    """Tokens in one pass over the training split (bytes plus one EOS per document); None if unknown."""
+    split_bytes = self.info.get("split_bytes", {}).get("train")
+    if not isinstance(self.tokenizer, tokenizers.ByteTokenizer) or split_bytes is None:
+      return None
+    return int(split_bytes) + len(self.train_texts)
+
+  def epochs(self, tokens: int, seq_len: int, global_batch: int, unique_tokens: int | None = None) -> float | None:
+    """Returns the passes a run of `tokens` makes over its data (D / U with unique_tokens), for run.json."""
+    return pipeline.epochs(tokens, unique_tokens, global_batch, seq_len, self.train_tokens)
 
   def eval_batches(self, seq_len: int, batch_size: int, num_tokens: int | None = None, process_index: int = 0,
                    process_count: int = 1) -> list[dict[str, np.ndarray]]:
@@ -47,36 +71,92 @@ class Dataset:
         process_index=process_index, process_count=process_count, boundaries=self.boundaries, name=self.name)
 
 
-def _stdlib(data_dir: str) -> tuple[str, Sequence[bytes], Sequence[bytes], dict[str, Any]]:
-  builder, seconds = stdlib_corpus.load(data_dir)
+def _splits(builder: tfds.core.DatasetBuilder, train_split: str, validation_split: str,
+            text_field: str) -> tuple[Sequence[bytes], Sequence[bytes]]:
+  """Returns text views of the train and validation splits of a prepared array_record builder."""
   sources = builder.as_data_source()
-  info = {"source": "stdlib", "data_dir": data_dir, "prepare_s": round(seconds, 3),
-          **{k: v for k, v in builder.info.metadata.items()}}
-  return (f"{builder.name}/{builder.builder_config.name}", pipeline.TextView(sources["train"], "text"),
-          pipeline.TextView(sources["validation"], "text"), info)
+  return (pipeline.TextView(sources[train_split], text_field),
+          pipeline.TextView(sources[validation_split], text_field))
+
+
+def _builder_name(builder: tfds.core.DatasetBuilder) -> str:
+  config = builder.builder_config.name if builder.builder_config else None
+  return "/".join(p for p in (builder.name, config) if p)
+
+
+def open_source(source: str, data_dir: str, *, files: Any, name: str | None, text_field: str, train_split: str,
+                validation_split: str) -> tuple[str, Sequence[bytes], Sequence[bytes], dict[str, Any]]:
+  """Returns (name, train texts, validation texts, info) of the configured source, preparing local ones once."""
+  if source == "stdlib":
+    builder, seconds = stdlib_corpus.load(data_dir)
+    train_split, validation_split, text_field = "train", "validation", "text"
+  elif source == "text":
+    if files is None:
+      raise UserError("data.source = 'text' needs data.files (a directory, glob or list of .txt/.jsonl files)")
+    builder, seconds = text_files.load(files, text_field, data_dir)
+    train_split, validation_split, text_field = "train", "validation", "text"
+  elif source == "tfds":
+    if not name:
+      raise UserError("data.source = 'tfds' needs data.name (a TFDS dataset such as 'c4/en' or 'lm1b')")
+    builder, seconds = catalog.open_builder(name, data_dir), 0.0
+    catalog.check_split(builder, name, train_split, "data.train_split", text_field)
+    catalog.check_split(builder, name, validation_split, "data.validation_split", text_field)
+  else:
+    raise UserError(f"unknown data.source {source!r}; expected one of {', '.join(SOURCES)}")
+  train, validation = _splits(builder, train_split, validation_split, text_field)
+  info = {"source": source, "data_dir": data_dir, "prepare_s": round(seconds, 3), "version": str(builder.version),
+          "splits": {"train": train_split, "validation": validation_split},
+          "documents": {"train": len(train), "validation": len(validation)},
+          **{k: v for k, v in builder.info.metadata.items() if k != "files"}}
+  return _builder_name(builder), train, validation, info
 
 
 def make_tokenizer(kind: str, model_file: str | None, vocab_size: int | None) -> tokenizers.Tokenizer:
   """Builds the configured tokenizer and checks it against an expected vocab size."""
   if kind == "bytes":
     tokenizer = tokenizers.ByteTokenizer()
+  elif kind == "sentencepiece":
+    if not model_file:
+      raise UserError("data.tokenizer = 'sentencepiece' needs data.tokenizer_model (a .model file)")
+    tokenizer = tokenizers.SentencePieceTokenizer(model_file)
   else:
-    raise UserError(f"unknown tokenizer {kind!r} in data.tokenizer; expected 'bytes'")
+    raise UserError(f"unknown data.tokenizer {kind!r}; expected one of {', '.join(TOKENIZERS)}")
   tokenizers.check_vocab_size(tokenizer, vocab_size, model_file or kind)
   return tokenizer
 
 
 @gin.configurable("data")
-def make_dataset(source: str = "stdlib", data_dir: str | None = None, tokenizer: str = "bytes",
-                 tokenizer_model: str | None = None, vocab_size: int | None = None,
-                 boundaries: str = "segments", prefetch: int = 2) -> Dataset:
-  """Opens the configured corpus (preparing the embedded one on first use) with its tokenizer."""
-  if source not in SOURCES:
-    raise UserError(f"unknown data.source {source!r}; expected one of {', '.join(SOURCES)}")
-  if boundaries not in BOUNDARIES:
-    raise UserError(f"unknown data.boundaries {boundaries!r}; expected one of {', '.join(BOUNDARIES)}")
-  data_dir = data_dir or preparation.default_data_dir()
-  name, train, validation, info = _stdlib(data_dir)
-  tok = make_tokenizer(tokenizer, tokenizer_model, vocab_size)
-  return Dataset(name=name, tokenizer=tok, train_texts=train, validation_texts=validation,
-                 boundaries=boundaries, prefetch=prefetch, info=info)
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The `data.*` gin knobs: which corpus, which splits and field, which tokenizer, how to pack."""
+
+  source: str = "stdlib"
+  data_dir: str | None = None
+  files: Any = None
+  name: str | None = None
+  text_field: str = "text"
+  train_split: str = "train"
+  validation_split: str = "validation"
+  tokenizer: str = "bytes"
+  tokenizer_model: str | None = None
+  vocab_size: int | None = None
+  boundaries: str = "segments"
+  prefetch: int = 2
+  read_threads: int = 0
+
+
+def make_dataset(**overrides: Any) -> Dataset:
+  """Opens the corpus the `data.*` gin knobs describe (preparing local ones on first use) with its tokenizer.
+
+  Validation happens here, outside the gin-configurable call, so a bad knob is one clean UserError line.
+  """
+  config = DataConfig(**overrides)
+  if config.boundaries not in BOUNDARIES:
+    raise UserError(f"unknown data.boundaries {config.boundaries!r}; expected one of {', '.join(BOUNDARIES)}")
+  tok = make_tokenizer(config.tokenizer, config.tokenizer_model, config.vocab_size)
+  data_dir = config.data_dir or preparation.default_data_dir()
+  ds_name, train, validation, info = open_source(
+      config.source, data_dir, files=config.files, name=config.name, text_field=config.text_field,
+      train_split=config.train_split, validation_split=config.validation_split)
+  return Dataset(name=ds_name, tokenizer=tok, train_texts=train, validation_texts=validation,
+                 boundaries=config.boundaries, prefetch=config.prefetch, read_threads=config.read_threads, info=info)

@@ -13,6 +13,8 @@ at 0 at every document and row start, so the model masks attention across docume
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import hashlib
 from typing import Callable, Sequence
 
@@ -24,9 +26,9 @@ BOUNDARIES = ("segments", "eos")
 FIELDS = ("inputs", "targets", "weights", "segment_ids", "positions", "bytes")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-  """Derives an independent 32-bit shuffle seed for each (seed, epoch)."""
-  return int.from_bytes(hashlib.sha256(f"{seed}/{epoch}".encode()).digest()[:4], "little")
+def epoch_seed(seed: int, epoch: int, salt: str = "documents") -> int:
+  """Derives an independent 32-bit shuffle seed for each (seed, epoch, purpose)."""
+  return int.from_bytes(hashlib.sha256(f"{salt}/{seed}/{epoch}".encode()).digest()[:4], "little")
 
 
 class DocumentStream:
@@ -55,20 +57,51 @@ class DocumentStream:
 
 
 class Lane:
-  """One row of every batch: reads the stream's units at positions first, first + stride, ... in turn."""
+  """One row of every batch: reads the stream's units at positions first, first + stride, ... in turn.
 
-  def __init__(self, stream: DocumentStream, first: int, stride: int):
+  With an executor, the next `read_ahead` units are read and tokenized in the background, which hides
+  the latency of remote storage; what a lane yields does not depend on it.
+  """
+
+  CACHED_UNITS = 64
+
+  def __init__(self, stream: DocumentStream, first: int, stride: int,
+               executor: concurrent.futures.Executor | None = None, read_ahead: int = 0):
     self._stream = stream
     self._first = first
     self._stride = stride
-    self._cache: dict[int, np.ndarray] = {}
+    self._executor = executor
+    self._read_ahead = read_ahead if executor else 0
+    self._cache: collections.OrderedDict[int, concurrent.futures.Future] = collections.OrderedDict()
     self.unit = 0
     self.offset = 0
 
+  def _fetch(self, unit: int) -> concurrent.futures.Future:
+    position = self._first + unit * self._stride
+    if self._executor is not None:
+      return self._executor.submit(self._stream.unit, position)
+    future = concurrent.futures.Future()
+    future.set_result(self._stream.unit(position))
+    return future
+
   def _unit_tokens(self, unit: int) -> np.ndarray:
-    if unit not in self._cache:
-      self._cache[unit] = self._stream.unit(self._first + unit * self._stride)
-    return self._cache[unit]
+    """Returns the tokens of this lane's unit number `unit`, keeping recent and upcoming ones cached."""
+    for ahead in range(unit, unit + 1 + self._read_ahead):
+      if ahead not in self._cache:
+        self._cache[ahead] = self._fetch(ahead)
+    self._cache.move_to_end(unit)
+    while len(self._cache) > self.CACHED_UNITS + self._read_ahead:
+      self._cache.popitem(last=False)
+    return self._cache[unit].result()
+
+  def unit_lengths(self, num_tokens: int) -> np.ndarray:
+    """Returns the lengths of this lane's first units, enough to cover num_tokens tokens."""
+    lengths, total, unit = [], 0, 0
+    while total < num_tokens:
+      lengths.append(len(self._unit_tokens(unit)))
+      total += lengths[-1]
+      unit += 1
+    return np.array(lengths, np.int64)
 
   def read(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns the next n tokens from the cursor, with each token's unit number and offset in its unit."""
@@ -84,7 +117,7 @@ class Lane:
     return np.concatenate(tokens), np.concatenate(units), np.concatenate(offsets)
 
   def advance(self, n: int) -> None:
-    """Moves the cursor n tokens on and forgets the units left behind."""
+    """Moves the cursor n tokens on."""
     while n > 0:
       left = len(self._unit_tokens(self.unit)) - self.offset
       if n < left:
@@ -92,7 +125,6 @@ class Lane:
         return
       n -= left
       self.unit, self.offset = self.unit + 1, 0
-    self._cache = {u: t for u, t in self._cache.items() if u >= self.unit}
 
   def next_row(self, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns the L+1 tokens of the next row (with units and offsets) and moves on by L."""

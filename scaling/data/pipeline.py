@@ -9,10 +9,11 @@ iterator's state is just each lane's cursor.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import dataclasses
 import math
 import weakref
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -22,6 +23,7 @@ from scaling.data.tokenizers import Tokenizer
 from scaling.errors import UserError
 
 STATE_VERSION = 1
+READ_AHEAD = 2  # documents each lane reads ahead when data.read_threads > 0
 _OPEN_ITERATORS: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -47,6 +49,9 @@ class TextView(Sequence[bytes]):
     value = self._source[index][self._field]
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
+  def __iter__(self) -> Iterator[bytes]:
+    return (self[i] for i in range(len(self)))
+
 
 @dataclasses.dataclass(frozen=True)
 class StreamSpec:
@@ -58,6 +63,7 @@ class StreamSpec:
   process_index: int
   process_count: int
   boundaries: str
+  unique_tokens: int | None = None
 
   def lanes(self) -> range:
     """Returns the rows of the global batch this process produces."""
@@ -68,32 +74,60 @@ class StreamSpec:
 class PackedBatches(grain.IterDataset):
   """Endless packed batches of this process's lanes."""
 
-  def __init__(self, texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec):
+  def __init__(self, texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
     super().__init__()
     self._texts = texts
     self._tokenizer = tokenizer
     self._spec = spec
+    self._read_threads = read_threads
 
   def __iter__(self) -> PackedBatchIterator:
     stream = packing.DocumentStream(self._texts, self._tokenizer.encode, self._tokenizer.eos_id, self._spec.seed)
-    return PackedBatchIterator(stream, self._tokenizer, self._spec)
+    return PackedBatchIterator(stream, self._tokenizer, self._spec, self._read_threads)
 
 
 class PackedBatchIterator(grain.DatasetIterator):
-  """Iterator over packed batches whose state is the step and every lane's (unit, offset) cursor."""
+  """Iterator over packed batches whose state is the step and every lane's (unit, offset) cursor.
 
-  def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec):
+  With unique_tokens, each lane's first steps_per_epoch rows are located once (a table of unit starts),
+  and step s reads row s of the first epoch, then rows in a fresh permutation of steps every epoch.
+  """
+
+  def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
     super().__init__()
     self._stream = stream
     self._tokenizer = tokenizer
     self._spec = spec
     self._step = 0
-    self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch) for r in spec.lanes()]
+    executor = concurrent.futures.ThreadPoolExecutor(read_threads) if read_threads > 0 else None
+    self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch, executor=executor, read_ahead=READ_AHEAD)
+                   for r in spec.lanes()]
+    self._unit_starts = None
+    if spec.unique_tokens is not None:
+      self._steps_per_epoch = plan_unique(spec.unique_tokens, spec.global_batch, spec.seq_len)[0]
+      need = self._steps_per_epoch * spec.seq_len + 1
+      self._unit_starts = [np.concatenate([[0], np.cumsum(lane.unit_lengths(need))]) for lane in self._lanes]
 
   def __next__(self) -> dict[str, np.ndarray]:
+    if self._unit_starts is not None:
+      self._seek_unique_row(self._unique_row(self._step))
     rows = [self._row(lane) for lane in self._lanes]
     self._step += 1
     return packing.stack_rows(rows)
+
+  def _unique_row(self, step: int) -> int:
+    """Maps a step to the row of the unique set it reads: in order first, then permuted per epoch."""
+    epoch, index = divmod(step, self._steps_per_epoch)
+    if epoch == 0 or self._steps_per_epoch == 1:
+      return index
+    seed = packing.epoch_seed(self._spec.seed, epoch, salt="unique-steps")
+    return int(packing.index_shuffle(index, max_index=self._steps_per_epoch - 1, seed=seed, rounds=4))
+
+  def _seek_unique_row(self, row: int) -> None:
+    position = row * self._spec.seq_len
+    for lane, starts in zip(self._lanes, self._unit_starts):
+      lane.unit = int(np.searchsorted(starts, position, side="right") - 1)
+      lane.offset = int(position - starts[lane.unit])
 
   def _row(self, lane: packing.Lane) -> dict[str, np.ndarray]:
     tokens, units, offsets = lane.next_row(self._spec.seq_len)
@@ -109,7 +143,6 @@ class PackedBatchIterator(grain.DatasetIterator):
     if state.get("spec") != dataclasses.asdict(self._spec):
       raise UserError(f"data iterator state was saved for {state.get('spec')}, not {dataclasses.asdict(self._spec)}")
     self._step = int(state["step"])
-    self._lanes = [packing.Lane(self._stream, first=r, stride=self._spec.global_batch) for r in self._spec.lanes()]
     for lane, (unit, offset) in zip(self._lanes, state["lanes"], strict=True):
       lane.unit, lane.offset = int(unit), int(offset)
 
@@ -122,15 +155,15 @@ def check_sharding(batch: int, process_index: int, process_count: int, what: str
     raise UserError(f"process_index {process_index} is outside [0, {process_count})")
 
 
-def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec,
-                  prefetch: int) -> grain.DatasetIterator:
+def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec, prefetch: int,
+                  read_threads: int = 0) -> grain.DatasetIterator:
   """Returns the checkpointable iterator of training batches, prefetched in a background thread."""
   check_sharding(spec.global_batch, spec.process_index, spec.process_count, "global_batch")
   if spec.seq_len <= 0:
     raise UserError(f"seq_len = {spec.seq_len} must be positive")
   if len(texts) == 0:
     raise UserError("the training split has no documents")
-  ds = PackedBatches(texts, tokenizer, spec)
+  ds = PackedBatches(texts, tokenizer, spec, read_threads)
   if prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
   iterator = iter(ds)
@@ -174,15 +207,33 @@ def validation_batches(texts: Sequence[bytes], tokenizer: Tokenizer, *, seq_len:
            for k, v in rows.items()} for b in range(num_batches)]
 
 
-def plan_steps(tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
-  """Returns (steps, tokens_actual, rounding): the fewest whole steps whose tokens reach the budget.
-
-  tokens_actual = steps * global_batch * seq_len >= tokens, and rounding = tokens_actual - tokens is
-  less than one batch; the trainer records it in run.json.
-  """
+def _whole_steps(tokens: int, global_batch: int, seq_len: int, knob: str) -> tuple[int, int, int]:
+  """Returns (steps, tokens_actual, rounding) for the fewest whole steps whose tokens reach `tokens`."""
   if tokens <= 0 or global_batch <= 0 or seq_len <= 0:
-    raise UserError(f"train.tokens = {tokens}, train.global_batch = {global_batch} and train.seq_len = {seq_len} "
-                    "must be positive")
+    raise UserError(f"{knob} = {tokens}, global_batch = {global_batch} and seq_len = {seq_len} must be positive")
   per_step = global_batch * seq_len
   steps = -(-tokens // per_step)
   return steps, steps * per_step, steps * per_step - tokens
+
+
+def plan_steps(tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
+  """Returns (steps, tokens_actual, rounding) for a token budget: the fewest whole steps that reach it.
+
+  tokens_actual = steps * global_batch * seq_len >= tokens and 0 <= rounding < one batch of tokens;
+  the trainer records tokens_actual and rounding in run.json.
+  """
+  return _whole_steps(tokens, global_batch, seq_len, "train.tokens")
+
+
+def plan_unique(unique_tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
+  """Returns (steps_per_epoch, unique_actual, rounding) for a unique-token budget, rounded up to whole steps."""
+  return _whole_steps(unique_tokens, global_batch, seq_len, "unique_tokens")
+
+
+def epochs(tokens: int, unique_tokens: int | None, global_batch: int, seq_len: int,
+           train_tokens: int | None) -> float | None:
+  """Returns how many passes a run of `tokens` makes over its data (None when the split size is unknown)."""
+  tokens_actual = plan_steps(tokens, global_batch, seq_len)[1]
+  if unique_tokens is not None:
+    return tokens_actual / plan_unique(unique_tokens, global_batch, seq_len)[1]
+  return tokens_actual / train_tokens if train_tokens else None

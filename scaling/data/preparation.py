@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import pathlib
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from absl import logging as absl_logging
 from etils import epath
+import numpy as np
 import tensorflow_datasets as tfds
 
 DEFAULT_DATA_DIR = "~/.cache/scaling/tensorflow_datasets"
@@ -23,11 +25,45 @@ def default_data_dir() -> str:
 
 
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base of the builders that read local files.
+  """Base of the builders over a scanned set of local files: documents are raw `text` bytes and a `KEY` string.
 
-  Pins `code_path` to the defining module: TFDS 4.9.10 otherwise probes `importlib_resources`,
-  a package it only declares for Python < 3.9, and fails to prepare on 3.11 without it.
+  A subclass names its config after the corpus fingerprint and lists the metadata to record. It also pins
+  `code_path` to the defining module: TFDS 4.9.10 otherwise probes `importlib_resources`, a package it
+  only declares for Python < 3.9, and fails to prepare on 3.11 without it.
   """
+
+  VERSION = tfds.core.Version("1.0.0")
+  DESCRIPTION = ""
+  KEY = "key"
+
+  def __init__(self, *, corpus: Any, **kwargs):
+    self._corpus = corpus
+    config = tfds.core.BuilderConfig(name=self.config_name(), version=self.VERSION,
+                                     description=self.config_description())
+    super().__init__(config=config, **kwargs)
+
+  def config_name(self) -> str:
+    """Names the config after what was scanned, so different inputs never share prepared files."""
+    raise NotImplementedError
+
+  def config_description(self) -> str:
+    """Describes this corpus in one line."""
+    raise NotImplementedError
+
+  def metadata(self) -> dict[str, Any]:
+    """Returns what to record in metadata.json (hashes, sizes, versions)."""
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict({
+            "text": tfds.features.Tensor(shape=(), dtype=np.object_),
+            self.KEY: tfds.features.Text(),
+        }),
+        metadata=tfds.core.MetadataDict(**self.metadata()),
+    )
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -76,7 +112,8 @@ def prepare(make_builder: Callable[[], tfds.core.DatasetBuilder]) -> tuple[tfds.
       print(f"scaling: preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir} (once)",
             file=sys.stderr, flush=True)
       tfds.disable_progress_bar()
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
     builder = make_builder()
   return builder, time.perf_counter() - start

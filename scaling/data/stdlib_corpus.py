@@ -15,9 +15,6 @@ import pathlib
 import platform
 import sysconfig
 
-import numpy as np
-import tensorflow_datasets as tfds
-
 from scaling.data.preparation import LocalBuilder, prepare
 
 SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
@@ -81,33 +78,25 @@ def scan(root: str | pathlib.Path | None = None) -> Corpus:
 class StdlibSource(LocalBuilder):
   """Python standard-library source files, one document per file, as raw bytes."""
 
-  VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Documents are whole *.py files; ~1% validation split by path hash."}
+  DESCRIPTION = "The Python standard library's own *.py files, read from the running interpreter."
+  KEY = "path"
 
-  def __init__(self, *, corpus: Corpus, **kwargs):
-    self._corpus = corpus
-    config = tfds.core.BuilderConfig(
-        name=corpus.config_name, version=self.VERSION,
-        description=f"stdlib of Python {corpus.python_version} at {corpus.root}")
-    super().__init__(config=config, **kwargs)
+  def config_name(self) -> str:
+    return self._corpus.config_name
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="The Python standard library's own *.py files, read from the running interpreter.",
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Tensor(shape=(), dtype=np.object_),
-            "path": tfds.features.Text(),
-        }),
-        metadata=tfds.core.MetadataDict(
-            python_version=self._corpus.python_version,
-            content_hash=self._corpus.content_hash,
-            num_files=len(self._corpus.files),
-            num_bytes=self._corpus.num_bytes,
-            validation_percent=VALIDATION_PERCENT,
-            split_bytes=self._split_bytes(),
-        ),
-    )
+  def config_description(self) -> str:
+    return f"stdlib of Python {self._corpus.python_version} at {self._corpus.root}"
+
+  def metadata(self) -> dict:
+    return {
+        "python_version": self._corpus.python_version,
+        "content_hash": self._corpus.content_hash,
+        "num_files": len(self._corpus.files),
+        "num_bytes": self._corpus.num_bytes,
+        "validation_percent": VALIDATION_PERCENT,
+        "split_bytes": self._split_bytes(),
+    }
 
   def _split_bytes(self) -> dict[str, int]:
     """Counts the text bytes of each split, for token counts and epoch accounting."""
