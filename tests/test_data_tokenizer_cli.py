@@ -10,14 +10,11 @@ import pytest
 from scaling.data import tokenizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The dispatcher registers `tokenizer` in scaling/cli.py; setdefault keeps this test valid before and after.
-_SCALING = ("import sys; from scaling import cli; cli._COMMANDS.setdefault('tokenizer', 'scaling.tokenizer_cli'); "
-            "sys.exit(cli.main())")
 
 
 def _scaling(*args, data_dir):
   env = {**os.environ, "PYTHONPATH": str(REPO), "SCALING_DATA_DIR": str(data_dir)}
-  return subprocess.run([sys.executable, "-c", _SCALING, *args], env=env, capture_output=True, text=True,
+  return subprocess.run([sys.executable, "-m", "scaling", *args], env=env, capture_output=True, text=True,
                         timeout=120)
 
 
