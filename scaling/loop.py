@@ -111,6 +111,9 @@ def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float |
       "loss_unit": "nats per token",
       "tokenizer": tokenizer.identity(),
       "dataset": cfgs.dataset.name,
+      "dataset_info": cfgs.dataset.info,
+      "unique_tokens": t.unique_tokens,
+      "epochs": cfgs.dataset.epochs(t.steps * t.tokens_per_step, t.seq_len, t.global_batch, t.unique_tokens),
       "model": dataclasses.asdict(m),
       "train": dataclasses.asdict(t),
       "optimizer": dataclasses.asdict(cfgs.optimizer),
@@ -152,7 +155,9 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1") -> dict:
     runs.set_status(run_dir, "running", 0)
 
   pi, pc = jax.process_index(), jax.process_count()
-  data = cfgs.dataset.train_iterator(seq_len=t.seq_len, global_batch=t.global_batch, seed=t.seed, process_index=pi, process_count=pc)
+  data = cfgs.dataset.train_iterator(
+      seq_len=t.seq_len, global_batch=t.global_batch, seed=t.seed, process_index=pi, process_count=pc, unique_tokens=t.unique_tokens
+  )
   eval_batches = _device_batches(
       cfgs.dataset.eval_batches(seq_len=t.seq_len, batch_size=t.global_batch, num_tokens=t.eval_tokens, process_index=pi, process_count=pc),
       mesh,

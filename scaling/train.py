@@ -47,6 +47,7 @@ class TrainConfig:
   eval_every: int = 100
   eval_tokens: int = 131_072
   log_every: int = 10
+  unique_tokens: int | None = None
 
   def __post_init__(self):
     for name in ("tokens", "global_batch", "seq_len", "grad_accum", "eval_tokens", "log_every"):
@@ -60,6 +61,10 @@ class TrainConfig:
       raise ValueError(f"train.eval_every must be an integer >= 0 (0: only at the end), got {self.eval_every!r}")
     if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
       raise ValueError(f"train.learning_rate must be a positive number, got {self.learning_rate!r}")
+    if self.unique_tokens is not None:
+      if isinstance(self.unique_tokens, bool) or not isinstance(self.unique_tokens, (int, float)) or not self.unique_tokens > 0:
+        raise ValueError(f"train.unique_tokens must be a positive integer or None, got {self.unique_tokens!r}")
+      object.__setattr__(self, "unique_tokens", int(self.unique_tokens))
     if self.global_batch % self.grad_accum:
       raise ValueError(f"train.global_batch={self.global_batch} must be divisible by train.grad_accum={self.grad_accum}")
 
@@ -84,9 +89,16 @@ def train_config(
     eval_every: int = 100,
     eval_tokens: int = 131_072,
     log_every: int = 10,
+    unique_tokens: int | None = None,
 ) -> TrainConfig:
-  """The gin knobs `train.*`; `train.tokens` (the token budget D) is required."""
-  return TrainConfig(tokens, seed, global_batch, seq_len, learning_rate, grad_accum, eval_every, eval_tokens, log_every)
+  """The gin knobs `train.*`; `train.tokens` (the token budget D) is required.
+
+  `train.unique_tokens` (U) below the budget repeats the first U tokens for D/U epochs
+  (data-constrained scaling); None draws fresh data until the corpus itself runs out.
+  """
+  return TrainConfig(
+      tokens, seed, global_batch, seq_len, learning_rate, grad_accum, eval_every, eval_tokens, log_every, unique_tokens
+  )
 
 
 @flax.struct.dataclass
