@@ -87,12 +87,17 @@ def rms_norm(x_BLD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:
   return (x * scale_D).astype(x_BLD.dtype)
 
 
-def rotary(x_BLHE: jax.Array, positions_BL: jax.Array, theta: float) -> jax.Array:
-  """Rotary position embedding (rotate-half form) at the given token positions."""
-  half = x_BLHE.shape[-1] // 2
+def rotary_angles(positions_BL: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """sin and cos [B, L, 1, head_dim/2] of the rotary angles, computed once and shared by every layer."""
+  half = head_dim // 2
   freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle_BLE = positions_BL[..., None].astype(jnp.float32) * freq
-  sin, cos = jnp.sin(angle_BLE)[:, :, None, :], jnp.cos(angle_BLE)[:, :, None, :]
+  return jnp.sin(angle_BLE)[:, :, None, :], jnp.cos(angle_BLE)[:, :, None, :]
+
+
+def rotary(x_BLHE: jax.Array, sin_cos: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotary position embedding (rotate-half form) with precomputed angles."""
+  sin, cos = sin_cos
   x1, x2 = jnp.split(x_BLHE.astype(jnp.float32), 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BLHE.dtype)
 
@@ -115,13 +120,13 @@ class Block(nnx.Module):
     self.w_up = _param(rngs, (D, F), ("embed", "mlp"), std)
     self.w_down = _param(rngs, (F, D), ("mlp", "embed"), out_std)
 
-  def attention(self, x_BLD, positions_BL, segment_ids_BL):
-    cfg, dt = self.cfg, self.cfg.dtype
+  def attention(self, x_BLD, sin_cos, segment_ids_BL):
+    dt = self.cfg.dtype
     q_BLHE = jnp.einsum("bld,dhe->blhe", x_BLD, self.wq[...].astype(dt))
     k_BLKE = jnp.einsum("bld,dke->blke", x_BLD, self.wk[...].astype(dt))
     v_BLKE = jnp.einsum("bld,dke->blke", x_BLD, self.wv[...].astype(dt))
-    q_BLHE = constrain(rotary(q_BLHE, positions_BL, cfg.rope_theta), ("act_batch", "act_seq", "act_heads", None))
-    k_BLKE = constrain(rotary(k_BLKE, positions_BL, cfg.rope_theta), ("act_batch", "act_seq", "act_kv_heads", None))
+    q_BLHE = constrain(rotary(q_BLHE, sin_cos), ("act_batch", "act_seq", "act_heads", None))
+    k_BLKE = constrain(rotary(k_BLKE, sin_cos), ("act_batch", "act_seq", "act_kv_heads", None))
     mask = None
     if segment_ids_BL is not None:
       mask = (segment_ids_BL[:, None, :, None] == segment_ids_BL[:, None, None, :])
@@ -139,9 +144,9 @@ class Block(nnx.Module):
     h_BLF = constrain(h_BLF, ("act_batch", "act_seq", "act_mlp"))
     return jnp.einsum("blf,fd->bld", h_BLF, self.w_down[...].astype(dt))
 
-  def __call__(self, x_BLD, positions_BL, segment_ids_BL):
+  def __call__(self, x_BLD, sin_cos, segment_ids_BL):
     eps = self.cfg.norm_eps
-    x_BLD = x_BLD + self.attention(rms_norm(x_BLD, self.attn_norm[...], eps), positions_BL, segment_ids_BL)
+    x_BLD = x_BLD + self.attention(rms_norm(x_BLD, self.attn_norm[...], eps), sin_cos, segment_ids_BL)
     x_BLD = x_BLD + self.feed_forward(rms_norm(x_BLD, self.mlp_norm[...], eps))
     return constrain(x_BLD, ("act_batch", "act_seq", "act_embed"))
 
@@ -178,7 +183,8 @@ class Transformer(nnx.Module):
     x_BLD = constrain(x_BLD, ("act_batch", "act_seq", "act_embed"))
 
     policy = REMAT_POLICIES[cfg.remat]
-    apply = (lambda blk, x: blk(x, positions_BL, segment_ids_BL))
+    sin_cos = rotary_angles(positions_BL, cfg.head_dim, cfg.rope_theta)
+    apply = (lambda blk, x: blk(x, sin_cos, segment_ids_BL))
     if cfg.remat != "none":
       apply = nnx.remat(apply, policy=policy)
 
