@@ -44,9 +44,19 @@ class OptimizerConfig:
 
 
 @gin.configurable("optimizer")
-def optimizer_config(**kwargs) -> OptimizerConfig:
-  """The gin-configured optimizer knobs (`optimizer.schedule = 'wsd'`, ...)."""
-  return OptimizerConfig(**kwargs)
+def optimizer_config(
+    schedule: str = "cosine",
+    warmup_fraction: float = 0.05,
+    final_lr_fraction: float = 0.1,
+    cooldown_fraction: float = 0.2,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    eps: float = 1e-8,
+    weight_decay: float = 0.1,
+    clip_norm: float = 1.0,
+) -> OptimizerConfig:
+  """The gin knobs `optimizer.*` (explicit, so the operative config records every value)."""
+  return OptimizerConfig(schedule, warmup_fraction, final_lr_fraction, cooldown_fraction, b1, b2, eps, weight_decay, clip_norm)
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, peak_lr: float, steps: int) -> optax.Schedule:

@@ -81,3 +81,16 @@ def test_short_run_on_a_2x2x2_mesh_learns_and_writes_the_run_directory(tmp_path)
   assert list((run_dir / "tb").iterdir())
   again = run_cli("train", f"--run_dir={run_dir}", *_bindings("train.tokens = 200000"))
   assert again.returncode == 0 and "already done" in again.stderr
+
+
+def test_config_gin_alone_reproduces_the_run(tmp_path):
+  first, second = tmp_path / "first", tmp_path / "second"
+  result = run_cli("train", f"--run_dir={first}", *_bindings("train.tokens = 16384", "train.log_every = 2", "optimizer.schedule = 'wsd'"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  operative = (first / "config.gin").read_text()
+  for knob in ("optimizer.eps", "optimizer.cooldown_fraction", "model.size = 'nano'", "train.seed = 0", "data.source"):
+    assert knob in operative, knob
+  result = run_cli("train", f"--run_dir={second}", f"--gin_file={first / 'config.gin'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  losses = lambda d: [(r["step"], r["train_loss"], r.get("eval_loss")) for r in runs.read_metrics(d)]
+  assert losses(first) == losses(second) and len(losses(first)) == 4
