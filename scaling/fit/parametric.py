@@ -232,3 +232,40 @@ def distinct_optima(x_sorted: np.ndarray, k: int = TOP_OPTIMA) -> np.ndarray:
 def predict(fit_: ParametricFit, df: pd.DataFrame) -> np.ndarray:
   """Predicted losses of the fitted law at the rows of `df`."""
   return np.asarray(fit_.law.predict(np, fit_.theta, columns(df, fit_.law)))
+
+
+def batch_fit(law: laws.Law, cols: Mapping[str, np.ndarray], loss: np.ndarray, weights: np.ndarray,
+              starts: np.ndarray, *, objective: str = "huber_log", delta: float = objectives.DEFAULT_DELTA,
+              fixed: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Fits `law` to K separate data sets at once: columns and losses (K, n), weights (K, n), zero = absent.
+
+  Every data set starts from every row of `starts`; returns the best fit-space parameters (K, len(theta))
+  and whether each best start converged (K,).
+  """
+  from scaling.fit import optim
+
+  fixed = dict(fixed or {})
+  free = tuple(p for p in law.theta if p not in fixed)
+  fixed_names = tuple(p for p in law.theta if p in fixed)
+  K, S = loss.shape[0], len(starts)
+  safe = lambda a: np.where(weights > 0, a, 1.0)  # absent points get harmless values and zero weight
+  data = {"log_loss": np.log(safe(loss)), "fixed": np.tile([fixed[p] for p in fixed_names], (K, 1)).reshape(K, -1)}
+  if law.lse_terms is None:
+    data["cols"] = {c: safe(cols[c]) for c in law.inputs}
+  else:
+    data["logcols"] = np.log(np.stack([safe(cols[c]) for c in lse_columns(law)], axis=1))
+  rep = lambda a: np.repeat(a, S, axis=0)
+  vg = value_and_grad_fn(law, objective, float(delta), free, fixed_names, True, True)
+  lower, upper = bounds(law, free)
+  with optim.x64():
+    res = optim.minimize_mixed(vg, np.tile(starts, (K, 1)), {k: (rep(v) if not isinstance(v, dict) else
+                                                                  {c: rep(a) for c, a in v.items()}) for k, v in data.items()},
+                               rep(weights), groups=np.repeat(np.arange(K), S), finalists=1,
+                               per_problem_data=True, lower=lower, upper=upper)
+  best = np.where(res.final, res.fun, np.inf).reshape(K, S).argmin(axis=1)
+  x = res.x.reshape(K, S, -1)[np.arange(K), best]
+  conv = res.converged.reshape(K, S)[np.arange(K), best]
+  out = np.empty((K, len(law.theta)))
+  for j, p in enumerate(law.theta):
+    out[:, j] = x[:, free.index(p)] if p in free else fixed[p]
+  return out, conv
