@@ -32,19 +32,17 @@ def envelope(df: pd.DataFrame, n_grid: int = GRID) -> pd.DataFrame:
   lo = min(c[1][0] for c in curves)
   hi = max(c[1][-1] for c in curves)
   grid = np.linspace(lo, hi, n_grid)
-  best = np.full(n_grid, np.inf)
-  rows: list[dict] = [{} for _ in range(n_grid)]
-  for run, lc, ll, ld, n in curves:
+  losses = np.full((len(curves), n_grid), np.inf)
+  tokens = np.zeros((len(curves), n_grid))
+  for i, (_, lc, ll, ld, _) in enumerate(curves):
     inside = (grid >= lc[0]) & (grid <= lc[-1])
-    if not inside.any():
-      continue
-    loss = np.interp(grid[inside], lc, ll) if len(lc) > 1 else np.full(inside.sum(), ll[0])
-    dd = np.interp(grid[inside], lc, ld) if len(lc) > 1 else np.full(inside.sum(), ld[0])
-    for j, l, d in zip(np.flatnonzero(inside), loss, dd):
-      if l < best[j]:
-        best[j] = l
-        rows[j] = {"C": float(np.exp(grid[j])), "loss": float(np.exp(l)), "N": n, "D": float(np.exp(d)), "run": run}
-  env = pd.DataFrame([r for r in rows if r])
+    losses[i, inside] = np.interp(grid[inside], lc, ll)
+    tokens[i, inside] = np.interp(grid[inside], lc, ld)
+  best = np.argmin(losses, axis=0)
+  cols = np.arange(n_grid)
+  covered = np.isfinite(losses[best, cols])
+  env = pd.DataFrame({"C": np.exp(grid), "loss": np.exp(losses[best, cols]), "N": [curves[i][4] for i in best],
+                      "D": np.exp(tokens[best, cols]), "run": [curves[i][0] for i in best]})[covered].reset_index(drop=True)
   if env["N"].nunique() < 2:
     raise UserError("approach 1: one run holds the whole loss envelope; N*(C) cannot be fitted "
                     "(sweep more model sizes or give intermediate checkpoints with --points=all)")

@@ -75,6 +75,7 @@ def window(x: np.ndarray, loss: np.ndarray, k: int) -> np.ndarray:
   return (x >= lo) & (x <= hi)
 
 
+@np.errstate(over="ignore")
 def minima(df: pd.DataFrame, method: str = "parabola", tol: float = 0.1, k: int = 2) -> pd.DataFrame:
   """One row per budget: C, N_star, D_star, L_star, sigma_lnN, sigma_lnD, n_points, ok, note.
 

@@ -78,6 +78,7 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
     df, conv = _load_runs(runs, convention or DEFAULT_CONVENTION)
   else:
     df, conv = _load_tables(tables, dict(columns or {}), convention)
+  _numeric(df)
   if dropna:
     cols = [c for c in {"N", "D", "C", "loss", *(columns or {})} if c in df.columns and c != "run"]
     keep = df[cols].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
@@ -91,6 +92,15 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
     if df.empty:
       raise UserError(f"--filter {query!r}: no point left")
   return df, conv
+
+
+def _numeric(df: pd.DataFrame) -> None:
+  """Converts numeric canonical columns to float in place where every present value is a number."""
+  for col in ("N", "D", "C", "loss", "U", "step", "N_std", "D_std"):
+    if col in df.columns and df[col].dtype.kind not in "fc":
+      conv = pd.to_numeric(df[col], errors="coerce")
+      if conv.isna().sum() == df[col].isna().sum():
+        df[col] = conv.astype(np.float64)
 
 
 def require(df: pd.DataFrame, needed: Iterable[str], what: str) -> pd.DataFrame:

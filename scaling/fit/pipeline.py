@@ -192,8 +192,9 @@ def _approach1(df: pd.DataFrame, opts: Options) -> dict[str, Any]:
   if opts.bootstrap:
     def once(sample: pd.DataFrame) -> np.ndarray:
       e = envelope.envelope(sample)
-      a = envelope.allocation(e)
-      return np.concatenate([isoflop.allocation_vector(a), e["C"].to_numpy(), e["loss"].to_numpy()])
+      pad = lambda v: np.pad(v, (0, envelope.GRID - len(v)), constant_values=np.nan)
+      return np.concatenate([isoflop.allocation_vector(envelope.allocation(e)), pad(e["C"].to_numpy()),
+                             pad(e["loss"].to_numpy())])
 
     draws = bootstrap.refit(df, once, opts.bootstrap, opts.seed)
     n = (draws.shape[1] - 4) // 2

@@ -70,7 +70,7 @@ def _samples(fit_: Mapping[str, Any]) -> list[dict[str, float]]:
 
 def _point(fit_: Mapping[str, Any]) -> dict[str, float]:
   return dict(fit_["theta"]) if fit_["approach"] == 3 else {**_alloc_names(fit_["params"]), **{
-      f"loss_{k}": v for k, v in fit_["loss_law"]["theta"].items()}}
+      f"loss_{k}": v for k, v in fit_.get("loss_law", {}).get("theta", {}).items()}}
 
 
 def _alloc_names(p: Mapping[str, float]) -> dict[str, float]:
@@ -98,6 +98,8 @@ def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
   else:
     if "C" not in at:
       raise UserError(f"an approach-{fit_['approach']} fit predicts the optimal loss at a compute budget: use --compute")
+    if "loss_law" not in fit_:
+      raise UserError("this fit has no L*(C) law (too few optima to fit one); it predicts N* and D* only")
     law = laws.get(fit_["loss_law"]["law"])
     f = lambda th: float(law.predict(np, {k[5:]: v for k, v in th.items() if k.startswith("loss_")}, {"C": np.float64(at["C"])}))
   return _with_interval([f(s) for s in _samples(fit_)], f(_point(fit_)), level)
@@ -115,8 +117,10 @@ def optimum_at(fit_: Mapping[str, Any], compute: float, at: Mapping[str, float] 
 
 
 def _optimum_alloc(fit_: Mapping[str, Any], th: Mapping[str, float], compute: float) -> tuple[float, float, float]:
-  law = laws.get(fit_["loss_law"]["law"])
-  loss = float(law.predict(np, {k[5:]: v for k, v in th.items() if k.startswith("loss_")}, {"C": np.float64(compute)}))
+  loss = float("nan")
+  if "loss_law" in fit_:
+    law = laws.get(fit_["loss_law"]["law"])
+    loss = float(law.predict(np, {k[5:]: v for k, v in th.items() if k.startswith("loss_")}, {"C": np.float64(compute)}))
   return float(np.exp(th["ln_k_N"]) * compute ** th["a"]), float(np.exp(th["ln_k_D"]) * compute ** th["b"]), loss
 
 
