@@ -56,7 +56,7 @@ def parametric(df: pd.DataFrame, fit_: Any, resamples: int, seed: int) -> np.nda
   lower, upper = par.bounds(law, free)
   with optim.x64():
     res = optim.minimize_mixed(vg, np.tile(starts, (resamples, 1)), par.problem_data(df, law, fit_.fixed),
-                               np.repeat(W, S, axis=0), groups=np.repeat(np.arange(resamples), S), finalists=1,
+                               np.repeat(par.pad_weights(W), S, axis=0), groups=np.repeat(np.arange(resamples), S), finalists=1,
                                lower=lower, upper=upper)
   best = np.where(res.final, res.fun, np.inf).reshape(resamples, S).argmin(axis=1)
   x = res.x.reshape(resamples, S, -1)[np.arange(resamples), best]

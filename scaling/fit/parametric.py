@@ -129,16 +129,32 @@ def lse_columns(law: laws.Law) -> list[str]:
   return sorted({c for term in law.lse_terms for _, c, _ in term if c})
 
 
+def padded_size(n: int) -> int:
+  """Row count the data is padded to (a power of two, at least 16) so that fits share compiled programs."""
+  return max(16, 1 << (n - 1).bit_length())
+
+
 def problem_data(df: pd.DataFrame, law: laws.Law, fixed: Mapping[str, float]) -> dict[str, Any]:
-  """The arrays an objective reads: input columns (or LSE features), log losses, fixed parameter values."""
+  """The arrays an objective reads: input columns (or LSE features), log losses, fixed parameter values.
+
+  Rows are padded (copies of the first row) to `padded_size`; `pad_weights` gives them weight zero.
+  """
   cols = columns(df, law)
-  data = {"log_loss": np.log(df["loss"].to_numpy(np.float64)),
+  idx = np.concatenate([np.arange(len(df)), np.zeros(padded_size(len(df)) - len(df), np.int64)])
+  data = {"log_loss": np.log(df["loss"].to_numpy(np.float64))[idx],
           "fixed": np.array([fixed[p] for p in law.theta if p in fixed], np.float64)}
   if law.lse_terms is None:
-    data["cols"] = cols
+    data["cols"] = {c: v[idx] for c, v in cols.items()}
   else:
-    data["logcols"] = np.log(np.stack([cols[c] for c in lse_columns(law)]))
+    data["logcols"] = np.log(np.stack([cols[c] for c in lse_columns(law)]))[:, idx]
   return data
+
+
+def pad_weights(w: np.ndarray) -> np.ndarray:
+  """Weights (n,) or (K, n) extended with zeros to the padded row count."""
+  w = np.asarray(w, np.float64)
+  pad = padded_size(w.shape[-1]) - w.shape[-1]
+  return np.concatenate([w, np.zeros(w.shape[:-1] + (pad,))], axis=-1)
 
 
 def bounds(law: laws.Law, free: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +195,8 @@ def fit(df: pd.DataFrame, law: laws.Law, *, objective: str = "huber_log", delta:
   lower, upper = bounds(law, free)
   vg = value_and_grad_fn(law, objective, float(delta), free, tuple(p for p in law.theta if p in fixed))
   with optim.x64():
-    res = optim.minimize_mixed(vg, x0, problem_data(df, law, fixed), lower=lower, upper=upper)
+    res = optim.minimize_mixed(vg, x0, problem_data(df, law, fixed), pad_weights(np.ones(len(df))),
+                               lower=lower, upper=upper)
   return summarise(law, objective, delta, fixed, free, res, len(df), lower, upper)
 
 
@@ -239,15 +256,16 @@ def batch_fit(law: laws.Law, cols: Mapping[str, np.ndarray], loss: np.ndarray, w
               fixed: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Fits `law` to K separate data sets at once: columns and losses (K, n), weights (K, n), zero = absent.
 
-  Every data set starts from every row of `starts`; returns the best fit-space parameters (K, len(theta))
-  and whether each best start converged (K,).
+  Every data set starts from every row of `starts` (S, P), or of its own `starts[k]` when `starts` is
+  (K, S, P); returns the best fit-space parameters (K, len(theta)) and whether each best start converged.
   """
   from scaling.fit import optim
 
   fixed = dict(fixed or {})
   free = tuple(p for p in law.theta if p not in fixed)
   fixed_names = tuple(p for p in law.theta if p in fixed)
-  K, S = loss.shape[0], len(starts)
+  starts = np.asarray(starts, np.float64)
+  K, S = loss.shape[0], starts.shape[-2]
   safe = lambda a: np.where(weights > 0, a, 1.0)  # absent points get harmless values and zero weight
   data = {"log_loss": np.log(safe(loss)), "fixed": np.tile([fixed[p] for p in fixed_names], (K, 1)).reshape(K, -1)}
   if law.lse_terms is None:
@@ -258,7 +276,7 @@ def batch_fit(law: laws.Law, cols: Mapping[str, np.ndarray], loss: np.ndarray, w
   vg = value_and_grad_fn(law, objective, float(delta), free, fixed_names, True, True)
   lower, upper = bounds(law, free)
   with optim.x64():
-    res = optim.minimize_mixed(vg, np.tile(starts, (K, 1)), {k: (rep(v) if not isinstance(v, dict) else
+    res = optim.minimize_mixed(vg, starts.reshape(K * S, -1) if starts.ndim == 3 else np.tile(starts, (K, 1)), {k: (rep(v) if not isinstance(v, dict) else
                                                                   {c: rep(a) for c, a in v.items()}) for k, v in data.items()},
                                rep(weights), groups=np.repeat(np.arange(K), S), finalists=1,
                                per_problem_data=True, lower=lower, upper=upper)
