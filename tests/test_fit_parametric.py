@@ -65,7 +65,8 @@ def test_muennighoff_refit_of_r_star_matches_the_paper():
   """Published: R_D* = 15.39, R_N* = 5.31 (+-0.1); summed Huber objective 0.0158259 at the published values.
 
   The start grid is the notebook's (R_D*, R_N* in linspace(0, 20, 4), zero excluded: the law divides by it).
-  The surface has a second, marginally lower basin near R_D* = 47, R_N* = 2.3 that these starts do not reach.
+  Outside that grid the objective keeps falling slightly toward larger R_D* and smaller R_N* (0.015805 near
+  R_D* = 95, R_N* = 1.7): the published values are the optimum the published grid reaches.
   """
   law = laws.get("muennighoff")
   df = _muennighoff()
