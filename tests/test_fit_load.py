@@ -39,6 +39,9 @@ def test_run_directories_under_each_convention(tmp_path):
   np.testing.assert_allclose(small["C"], 6e6 * small["D"])
   assert small["final"].tolist() == [False, True]
   assert not df[df["run"] == "big"]["final"].any()  # a running run has no final point yet
+  np.testing.assert_allclose(small["N_chinchilla"], 1.5e6)  # every convention is kept alongside
+  np.testing.assert_allclose(small["C_6N_total"], 9e6 * small["D"])
+  assert "C_xla" not in df.columns  # null in run.json
   df2, conv2 = load.load([str(tmp_path / "small")], convention="chinchilla")
   np.testing.assert_allclose(df2["N"], 1.5e6)
   np.testing.assert_allclose(df2["C"], 9.5e6 * df2["D"])

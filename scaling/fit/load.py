@@ -3,7 +3,8 @@
 Inputs are sweep roots (directories holding run directories), run directories (the DESIGN.md contract:
 run.json, metrics.jsonl, status.json) and tables (CSV, TSV, JSON). Every point has the canonical columns
 `run`, `N` (parameters), `D` (tokens seen), `C` (training FLOPs), `loss` (nats per token), `step` and
-`final` (the last evaluation of a finished run), plus any other mapped column (e.g. `U` unique tokens).
+`final` (the last evaluation of a finished run), plus any other mapped column (e.g. `U` unique tokens);
+run directories also give `N_<convention>`, `C_<convention>` under every convention run.json supports.
 
 The counting convention of N and C is explicit and never mixed: for run directories `--convention`
 picks N and the FLOPs per token from run.json; for tables it is a label the user gives, recorded with the
@@ -221,10 +222,21 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
     tokens = float(rec.get("tokens", 0))
     points.append({"run": run_id, "N": n, "D": tokens, "C": float(fpt) * tokens, "loss": float(loss),
                    "step": int(rec.get("step", 0)), "final": False, "state": status, "source": str(metrics),
-                   "row": lineno, "seed": meta.get("seed"), "tokens_planned": meta.get("tokens_planned")})
+                   "row": lineno, "seed": meta.get("seed"), "tokens_planned": meta.get("tokens_planned"),
+                   **_all_conventions(meta, tokens)})
   if points and status == "done":
     points[-1]["final"] = True
   return points
+
+
+def _all_conventions(meta: Mapping[str, Any], tokens: float) -> dict[str, float]:
+  """N_<convention> and C_<convention> for every convention run.json supports (for comparisons)."""
+  out = {}
+  for name, (n_key, c_key) in CONVENTIONS.items():
+    fpt = (meta.get("flops_per_token") or {}).get(c_key)
+    if meta.get(n_key) is not None and fpt is not None:
+      out[f"N_{name}"], out[f"C_{name}"] = float(meta[n_key]), float(fpt) * tokens
+  return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
