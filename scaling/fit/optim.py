@@ -2,9 +2,11 @@
 
 Each problem runs its own L-BFGS (history 10, backtracking Armijo line search, optional box bounds by
 projection) with scipy's L-BFGS-B stopping rules: converged when the projected gradient's largest entry is
-<= gtol or the relative decrease of the objective is <= ftol; a failed line search or the iteration cap
-ends a problem unconverged. All problems advance together inside one jitted `lax.while_loop`; every
-`chunk` iterations the finished ones are dropped so that a few slow starts do not keep the whole batch busy.
+<= gtol or the relative decrease of the objective is <= ftol; a failed line search or the evaluation cap
+ends a problem unconverged. All problems advance together inside one jitted `lax.while_loop` that makes one
+batched function evaluation per step (a line-search trial for some problems, a new iterate for others);
+every `chunk` steps the finished problems are dropped, so a few slow starts do not keep the batch busy.
+`minimize_mixed` runs every start in float32 and continues the best ones in float64.
 
 Float64 is needed for 4+ significant digits. We never flip the global `jax_enable_x64` switch: every public
 entry point of the fitting code runs inside `x64()` (the `jax.enable_x64` context), so other modules keep
