@@ -1,0 +1,249 @@
+"""`scaling fit`, `scaling predict` and `scaling report`: argument parsing and printing only.
+
+JAX and matplotlib are imported inside the commands that need them, so `scaling predict` stays fast. The
+fit and report commands run JAX in float64 inside their fitting code (see optim.x64) and keep compiled
+programs in a persistent cache (`$SCALING_JAX_CACHE`, default ~/.cache/scaling/jax; empty to disable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from scaling.errors import UserError
+
+SIG = 6  # significant digits printed (4+ are needed to extrapolate)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+  """Registers the fit, predict and report subcommands."""
+  fit = subparsers.add_parser("fit", help="fit a scaling law to sweep results (run directories or tables)",
+                              description="Fit a scaling law; writes fit.json (see docs/fit.md).")
+  _data_args(fit)
+  _fit_args(fit)
+  fit.add_argument("--out", default="fit.json", help="where to write the fit (default fit.json)")
+  fit.add_argument("--holdout", help="fit without these runs and predict them: largest | C>1e20 | run=ID[,ID]")
+  fit.add_argument("--target", type=float, action="append", default=[],
+                   help="also print the compute-optimal N*, D*, L* at this budget (repeatable)")
+  fit.set_defaults(func=run_fit)
+
+  pred = subparsers.add_parser("predict", help="predict a loss or a compute-optimal allocation from fit.json")
+  pred.add_argument("fit_json", help="a fit.json written by `scaling fit`")
+  pred.add_argument("--N", type=float, help="parameters")
+  pred.add_argument("--D", type=float, help="tokens")
+  pred.add_argument("--compute", type=float, help="training FLOPs budget C: prints N*, D* and L*")
+  pred.add_argument("--at", action="append", default=[], metavar="NAME=VALUE", help="other law inputs (e.g. U=1e10)")
+  pred.add_argument("--json", action="store_true", help="print JSON instead of text")
+  pred.set_defaults(func=run_predict)
+
+  rep = subparsers.add_parser("report", help="write a self-contained HTML report of a sweep or table")
+  _data_args(rep)
+  _fit_args(rep, bootstrap_default=200)
+  rep.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+  rep.add_argument("--target", type=float, action="append", default=[], help="budgets to predict (repeatable)")
+  rep.set_defaults(func=run_report)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("inputs", nargs="+", metavar="INPUT", help="sweep roots, run directories or CSV/JSON tables")
+  p.add_argument("--columns", help="map table columns: N=params,D=tokens,loss=val_loss,C=flops,run=a+b")
+  p.add_argument("--convention", help="counting convention: 6N|6N_total|chinchilla|xla for run directories "
+                 "(default 6N); for tables a label recorded in fit.json")
+  p.add_argument("--filter", help="keep only rows matching this pandas query, e.g. \"config == 'a'\"")
+  p.add_argument("--dropna", action="store_true", help="drop rows with a missing value instead of failing")
+  p.add_argument("--points", choices=("final", "all"), help="final evaluations only or every checkpoint "
+                 "(default: all for approach 1, final otherwise)")
+
+
+def _fit_args(p: argparse.ArgumentParser, bootstrap_default: int = 0) -> None:
+  p.add_argument("--law", default="chinchilla", help="chinchilla (default), kaplan, kaplan_N, kaplan_D, kaplan_C, "
+                 "power, power_N, power_D, muennighoff, or a user law from --law_file/--gin_file")
+  p.add_argument("--approach", type=int, default=3, help="1 envelope, 2 IsoFLOP, 3 parametric (default)")
+  p.add_argument("--loss", default="huber_log", help="objective: huber_log (default, published), lsq_log, huber, lsq")
+  p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
+  p.add_argument("--solver", default="lbfgs", help="lbfgs (default: every grid start) or varpro (NNLS for E, A, B)")
+  p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="hold a parameter fixed (repeatable)")
+  p.add_argument("--bootstrap", type=int, default=bootstrap_default, help="resamples of runs for intervals")
+  p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+  p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+  p.add_argument("--isoflop", default="parabola", help="approach 2 per-budget model: parabola (default) or spline")
+  p.add_argument("--window", type=int, default=2, help="parabola: sizes on each side of the best one (0 = all)")
+  p.add_argument("--budget_tol", type=float, default=0.1, help="points within this relative C share a budget")
+  p.add_argument("--unweighted", action="store_true", help="approach 2: unweighted power-law fits of N*, D*")
+  p.add_argument("--minima", action="store_true", help="approach 2: the rows are per-budget optima already "
+                 "(columns C, N, D, loss, optional N_std, D_std)")
+  p.add_argument("--law_file", help="Python file registering laws with @scaling.fit.laws.law")
+  p.add_argument("--gin_file", action="append", default=[], help="gin file binding fit_law.* (a user law)")
+  p.add_argument("--gin_bindings", action="append", default=[], help="gin binding for fit_law.*")
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, float]:
+  out = {}
+  for item in (s for chunk in items for s in chunk.split(",") if s.strip()):
+    key, sep, val = item.partition("=")
+    try:
+      out[key.strip()] = float(val)
+    except ValueError:
+      raise UserError(f"{flag} {item!r}: expected NAME=NUMBER") from None
+    if not sep:
+      raise UserError(f"{flag} {item!r}: expected NAME=NUMBER")
+  return out
+
+
+def _enable_jax_cache() -> None:
+  path = os.environ.get("SCALING_JAX_CACHE", str(Path.home() / ".cache" / "scaling" / "jax"))
+  if path:
+    import jax
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+
+
+def _register_user_laws(args: argparse.Namespace) -> str | None:
+  from scaling.fit import predict
+  if args.law_file:
+    predict.load_law_file(args.law_file)
+  if args.gin_file or args.gin_bindings:
+    from scaling.fit import gin_laws
+    gin_laws.register(args.gin_file, args.gin_bindings)
+  return f"file:{Path(args.law_file).resolve()}" if args.law_file else None
+
+
+def _options(args: argparse.Namespace) -> Any:
+  from scaling.fit import pipeline
+  if args.bootstrap < 0:
+    raise UserError(f"--bootstrap={args.bootstrap}: must be >= 0")
+  if not 0 < args.level < 1:
+    raise UserError(f"--level={args.level}: must be between 0 and 1")
+  return pipeline.Options(law=args.law, approach=args.approach, objective=args.loss, delta=args.delta,
+                          solver=args.solver, fix=_pairs(args.fix, "--fix"), points=args.points,
+                          bootstrap=args.bootstrap, seed=args.seed, level=args.level, isoflop=args.isoflop,
+                          window=args.window, budget_tol=args.budget_tol, weighted=not args.unweighted,
+                          minima=args.minima, holdout=getattr(args, "holdout", None))
+
+
+def _fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
+  from scaling.fit import load, pipeline
+  law_source = _register_user_laws(args)
+  opts = _options(args)
+  df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
+  _enable_jax_cache()
+  fit_ = pipeline.run(df, conv, opts, args.inputs)
+  if law_source and fit_.get("law_source") == "decorator":
+    fit_["law_source"] = law_source
+  return fit_, df, opts
+
+
+def run_fit(args: argparse.Namespace) -> int:
+  """`scaling fit`: fit, print a summary, write fit.json."""
+  from scaling.fit import pipeline
+  fit_, _, _ = _fit(args)
+  if args.target:
+    fit_["targets"] = pipeline.targets(fit_, args.target)
+  out = Path(args.out)
+  try:
+    out.write_text(json.dumps(fit_, indent=1, default=float))
+  except OSError as e:
+    raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+  print(summary(fit_))
+  print(f"wrote {out}")
+  return 0
+
+
+def _g(x: Any) -> str:
+  return f"{x:.{SIG}g}" if isinstance(x, (int, float)) else str(x)
+
+
+def _iv(fit_: Mapping[str, Any], key: str) -> str:
+  iv = fit_.get("intervals", {}).get(key)
+  return f"  [{_g(iv[0])}, {_g(iv[1])}]" if iv else ""
+
+
+def summary(fit_: Mapping[str, Any]) -> str:
+  """Human-readable summary of a fit record (parameters to 6 significant digits, intervals, warnings)."""
+  lines = [f"law {fit_['law']} (approach {fit_['approach']}): {fit_.get('formula', '')}",
+           f"points {fit_['n_points']} from {fit_['n_runs']} runs; convention {fit_['convention'].get('name')}: "
+           f"N = {fit_['convention'].get('N')}, C = {fit_['convention'].get('C')}"]
+  level = int(round(100 * fit_.get("level", 0.95)))
+  for k, v in fit_["params"].items():
+    lines.append(f"  {k:>8} = {_g(v)}{_iv(fit_, k)}")
+  for k, v in fit_.get("derived", {}).items():
+    lines.append(f"  {k:>8} = {_g(v)}{_iv(fit_, 'derived.' + k)}")
+  if fit_.get("intervals"):
+    lines.append(f"intervals: {level}% percentile bootstrap over {fit_['bootstrap']['resamples']} resamples of runs "
+                 f"(seed {fit_['bootstrap']['seed']})")
+  if "n_starts" in fit_:
+    lines.append(f"objective {fit_['objective_name']} = {_g(fit_['objective'])}; {fit_['starts_converged']} of "
+                 f"{fit_['n_starts']} starts converged; best start: {fit_['best_start']['status']}")
+  elif "loss_law" in fit_:
+    ll = fit_["loss_law"]
+    lines.append(f"allocation objective = {_g(fit_['objective'])} over {fit_['allocation']['n_budgets']} optima; "
+                 f"L*(C) {ll['objective_name']} = {_g(ll['objective'])}, {ll['starts_converged']} of "
+                 f"{ll['n_starts']} starts converged")
+  for t in fit_.get("targets", []):
+    lines.append(f"C = {_g(t['C'])}: " + ", ".join(f"{k}* = {_g(t[k]['value'])}" + (
+        f" [{_g(t[k]['interval'][0])}, {_g(t[k]['interval'][1])}]" if "interval" in t[k] else "")
+        for k in ("N", "D", "loss")))
+  if "holdout" in fit_:
+    h = fit_["holdout"]
+    for r in h["predictions"]:
+      inside = "" if "inside" not in r else ("  inside interval" if r["inside"] else "  OUTSIDE interval")
+      lines.append(f"held out {r['run']}: predicted {_g(r['predicted'])}, observed {_g(r['truth'])}, "
+                   f"relative error {r['relative_error']:+.3%}{inside}")
+  for w in fit_.get("warnings", []):
+    lines.append(f"WARNING: {w}")
+  return "\n".join(lines)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+  """`scaling predict`: loss at (N, D, ...) or the optimum at a compute budget, with intervals."""
+  from scaling.fit import predict
+  fit_ = predict.read(args.fit_json)
+  at = _pairs(args.at, "--at")
+  for name in ("N", "D"):
+    value = getattr(args, name)
+    if value is not None:
+      if value <= 0:
+        raise UserError(f"--{name}={value}: must be positive")
+      at[name] = value
+  if args.compute is not None and args.compute <= 0:
+    raise UserError(f"--compute={args.compute}: must be positive")
+  if args.compute is None and not at:
+    raise UserError("give --N and --D (a loss) or --compute (a compute-optimal allocation)")
+  result: dict[str, Any] = {}
+  if args.compute is not None:
+    result["optimum"] = predict.optimum_at(fit_, args.compute, at)
+  if args.compute is None or {"N", "D"} & set(at):
+    result["loss"] = predict.loss_at(fit_, at)
+  if args.json:
+    print(json.dumps(result, indent=1))
+    return 0
+  level = int(round(100 * fit_.get("level", 0.95)))
+  fmt = lambda r: _g(r["value"]) + (f"  ({level}% interval {_g(r['interval'][0])} to {_g(r['interval'][1])})"
+                                    if "interval" in r else "")
+  if "loss" in result:
+    print(f"loss = {fmt(result['loss'])}")
+  if "optimum" in result:
+    o = result["optimum"]
+    print(f"C = {_g(args.compute)}: N* = {fmt(o['N'])}\n  D* = {fmt(o['D'])}\n  L* = {fmt(o['loss'])}")
+  return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+  """`scaling report`: fits every approach the data allows and writes one self-contained HTML page."""
+  from scaling.fit import load, report
+  law_source = _register_user_laws(args)
+  opts = _options(args)
+  df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
+  _enable_jax_cache()
+  html = report.build(df, conv, opts, args.inputs, args.target, law_source)
+  out = Path(args.out)
+  try:
+    out.write_text(html)
+  except OSError as e:
+    raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+  print(f"wrote {out}", file=sys.stdout)
+  return 0

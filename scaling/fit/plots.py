@@ -1,0 +1,144 @@
+"""Figures of a fit (matplotlib, Agg backend): each function writes PNG and SVG and returns the PNG path.
+
+IsoFLOP curves with their fitted parabolas and minima; compute-optimal N*(C), D*(C) with interval bands
+and the extrapolation to a target budget; loss against compute with the envelope and the fitted law;
+residuals of a parametric fit; learning curves coloured by model size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def _plt() -> Any:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _save(fig: Any, out: Path) -> Path:
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(out.with_suffix(".png"), dpi=110)
+  fig.savefig(out.with_suffix(".svg"))
+  _plt().close(fig)
+  return out.with_suffix(".png")
+
+
+def _colors(values: np.ndarray) -> Any:
+  plt = _plt()
+  logs = np.log(values)
+  span = np.ptp(logs) or 1.0
+  return plt.cm.viridis((logs - logs.min()) / span)
+
+
+def isoflop_curves(df: pd.DataFrame, optima: Sequence[Mapping[str, Any]], out: Path, tol: float = 0.1,
+                   window: int = 2) -> Path:
+  """Loss against N per compute budget, the parabola fitted near each minimum, and the minima."""
+  from scaling.fit import isoflop
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  groups = isoflop.group_budgets(df["C"].to_numpy(np.float64), tol)
+  budgets = np.array([np.exp(np.log(df["C"][groups == g]).mean()) for g in np.unique(groups)])
+  for g, color in zip(np.unique(groups), _colors(budgets)):
+    part = df[groups == g].sort_values("N")
+    x, y = np.log(part["N"].to_numpy(np.float64)), part["loss"].to_numpy(np.float64)
+    ax.scatter(part["N"], y, color=color, s=14, label=f"C={budgets[g]:.2g}")
+    m = isoflop.window(x, y, window)
+    if len(np.unique(x[m])) >= 3:
+      coef = np.polyfit(x[m], y[m], 2)
+      xs = np.linspace(x[m].min(), x[m].max(), 50)
+      ax.plot(np.exp(xs), np.polyval(coef, xs), color=color, lw=1)
+  opt = pd.DataFrame(list(optima))
+  good = opt[opt["ok"]] if len(opt) else opt
+  if len(good):
+    ax.scatter(good["N_star"], good["L_star"], marker="*", s=90, color="crimson", zorder=5, label="minima")
+  ax.set(xscale="log", xlabel="parameters N", ylabel="loss (nats/token)", title="IsoFLOP curves")
+  ax.legend(fontsize=7, ncol=2)
+  return _save(fig, out)
+
+
+def compute_optimal(fit_: Mapping[str, Any], out: Path, target: float | None = None) -> Path:
+  """N*(C) and D*(C) with bootstrap bands, from the data's budgets out to the target budget."""
+  from scaling.fit import predict
+  plt = _plt()
+  opt = pd.DataFrame(fit_.get("optima") or [])
+  c_lo = float(opt["C"].min()) if len(opt) else 1e18
+  c_hi = max(float(opt["C"].max()) if len(opt) else 1e21, target or 0.0)
+  grid = np.geomspace(c_lo, c_hi, 30)
+  preds = [predict.optimum_at(fit_, float(c)) for c in grid]
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, key, label in ((axes[0], "N", "N*"), (axes[1], "D", "D*")):
+    vals = np.array([p[key]["value"] for p in preds])
+    ax.plot(grid, vals, color="navy", label=f"fitted {label}(C)")
+    if all("interval" in p[key] for p in preds):
+      iv = np.array([p[key]["interval"] for p in preds])
+      ax.fill_between(grid, iv[:, 0], iv[:, 1], color="navy", alpha=0.2, label=f"{int(100 * fit_.get('level', 0.95))}% interval")
+    if len(opt) and f"{key}_star" in opt:
+      use = opt[opt.get("ok", True)] if "ok" in opt else opt
+      ax.scatter(use["C"], use[f"{key}_star"], color="crimson", s=14, label="per-budget optima", zorder=4)
+    if target:
+      ax.axvline(target, color="gray", ls="--", lw=1, label=f"target C={target:.3g}")
+    ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label)
+    ax.legend(fontsize=7)
+  fig.suptitle("compute-optimal allocation")
+  return _save(fig, out)
+
+
+def loss_vs_compute(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path) -> Path:
+  """Every point's loss against compute, the lower envelope and the fitted loss law."""
+  from scaling.fit import envelope, predict
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  ax.scatter(df["C"], df["loss"], c=_colors(df["N"].to_numpy(np.float64)), s=6, alpha=0.6, label="points")
+  try:
+    env = envelope.envelope(df)
+    ax.plot(env["C"], env["loss"], color="black", lw=1.2, label="envelope")
+  except Exception:  # a single run has no envelope; the plot still shows the points
+    pass
+  grid = np.geomspace(float(df["C"].min()), float(df["C"].max()) * 10, 60)
+  if "loss_law" in fit_:
+    ax.plot(grid, [predict.loss_at(fit_, {"C": float(c)})["value"] for c in grid], color="crimson", label="fitted L(C)")
+  elif {"N", "D"} <= set(fit_.get("inputs_used", [])):
+    ax.plot(grid, [predict.optimum_at(fit_, float(c))["loss"]["value"] for c in grid], color="crimson",
+            label="fitted law at the optimum")
+  ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel="loss (nats/token)", title="loss vs compute")
+  ax.legend(fontsize=8)
+  return _save(fig, out)
+
+
+def residuals(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path) -> Path:
+  """Log residuals ln L_pred - ln L_obs of a parametric fit against N and against D."""
+  from scaling.fit import laws
+  plt = _plt()
+  law = laws.get(fit_["law"])
+  pred = law.predict(np, fit_["theta"], {c: df[c].to_numpy(np.float64) for c in law.inputs})
+  r = np.log(pred) - np.log(df["loss"].to_numpy(np.float64))
+  keys = [c for c in ("N", "D") if c in law.inputs] or list(law.inputs)[:1]
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    ax.scatter(df[key], r, s=8, c=_colors(df["N"].to_numpy(np.float64)) if "N" in df else None)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhspan(-fit_.get("delta", 1e-3), fit_.get("delta", 1e-3), color="gray", alpha=0.2)
+    ax.set(xscale="log", xlabel=key, ylabel="ln L_pred - ln L_obs")
+  fig.suptitle(f"residuals of the {law.name} fit")
+  return _save(fig, out)
+
+
+def learning_curves(df: pd.DataFrame, out: Path) -> Path:
+  """Loss against tokens for every run, coloured by model size."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  sizes = df.groupby("run")["N"].first()
+  colors = dict(zip(sizes.index, _colors(sizes.to_numpy(np.float64))))
+  for run, part in df.sort_values("D").groupby("run"):
+    ax.plot(part["D"], part["loss"], color=colors[run], lw=0.8, marker="." if len(part) < 3 else None)
+  sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.matplotlib.colors.LogNorm(sizes.min(), max(sizes.max(), sizes.min() * 1.01)))
+  fig.colorbar(sm, ax=ax, label="parameters N")
+  ax.set(xscale="log", yscale="log", xlabel="tokens D", ylabel="loss (nats/token)", title="learning curves")
+  return _save(fig, out)

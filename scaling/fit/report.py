@@ -1,0 +1,125 @@
+"""`scaling report`: one self-contained HTML page (inline PNG figures) with every fit the data allows.
+
+Approach 3 always; approach 2 when the final points cover 2+ budgets with 3+ sizes each; approach 1 when
+2+ runs have learning curves. The page lists the fitted laws to 6 significant digits with intervals,
+the runs, the predictions at the target budgets (10x and 100x the largest by default) and all warnings.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import UserError
+from scaling.fit import isoflop, load, pipeline, plots
+
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+        "font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+        "th{background:#f0f0f0}img{max-width:100%}.warn{color:#a40}code{background:#f4f4f4}")
+
+
+def _g(x: Any) -> str:
+  return f"{x:.6g}" if isinstance(x, (float, int, np.floating)) and not isinstance(x, bool) else html.escape(str(x))
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+  head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+  body = "".join("<tr>" + "".join(f"<td>{_g(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+  return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(path: Path) -> str:
+  return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
+def _params(fit_: Mapping[str, Any]) -> str:
+  rows = []
+  values = {**fit_["params"], **{f"derived.{k}": v for k, v in fit_.get("derived", {}).items()}}
+  for k, v in values.items():
+    iv = fit_.get("intervals", {}).get(k)
+    rows.append({"parameter": k.replace("derived.", ""), "value": v, "interval": f"[{_g(iv[0])}, {_g(iv[1])}]" if iv else ""})
+  return _table(rows, ["parameter", "value", "interval"])
+
+
+def _fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path]) -> str:
+  info = (f"objective {fit_.get('objective_name', 'least squares')} = {_g(fit_['objective'])}"
+          + (f"; {fit_['starts_converged']} of {fit_['n_starts']} starts converged" if "n_starts" in fit_ else ""))
+  warn = "".join(f'<p class="warn">warning: {html.escape(w)}</p>' for w in fit_.get("warnings", []))
+  return (f"<h2>{html.escape(title)}</h2><p><code>{html.escape(fit_.get('formula', ''))}</code></p>"
+          f"<p>{info}; {fit_['n_points']} points from {fit_['n_runs']} runs.</p>{_params(fit_)}{warn}"
+          + "".join(_img(f) for f in figures))
+
+
+def _has_isoflops(final: pd.DataFrame, tol: float) -> bool:
+  groups = isoflop.group_budgets(final["C"].to_numpy(np.float64), tol)
+  sizes = final.groupby(groups)["N"].nunique()
+  return int((sizes >= 3).sum()) >= 2
+
+
+def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Options, inputs: Sequence[str],
+          targets: Sequence[float], law_source: str | None = None) -> str:
+  """Runs the fits and returns the report page as one HTML string."""
+  load.require(df, ["N", "D", "C", "loss"], "scaling report")
+  final = df[df["final"].astype(bool)]
+  budgets = list(targets) or [float(df["C"].max()) * 10, float(df["C"].max()) * 100]
+  sections, predictions, notes = [], [], []
+  with tempfile.TemporaryDirectory() as tmp:
+    out = Path(tmp)
+    curves = df.groupby("run").size()
+    if (curves >= 2).sum() >= 2:
+      sections.append(f"<h2>learning curves</h2>{_img(plots.learning_curves(df, out / 'curves'))}")
+    fits = []
+    if len(final) >= 2:
+      fit3 = pipeline.run(df, convention, dataclasses.replace(opts, approach=3, points="final"), inputs)
+      if law_source and fit3.get("law_source") == "decorator":
+        fit3["law_source"] = law_source
+      figs = [plots.residuals(final.reset_index(drop=True), fit3, out / "residuals")]
+      if {"N", "D"} <= set(fit3.get("inputs_used", [])):
+        figs.append(plots.compute_optimal(fit3, out / "optimal3", max(budgets)))
+      fits.append(("approach 3: parametric fit", fit3, figs))
+    else:
+      notes.append("approach 3 skipped: fewer than 2 finished runs")
+    if len(final) and _has_isoflops(final.reset_index(drop=True), opts.budget_tol):
+      try:
+        fit2 = pipeline.run(df, convention, dataclasses.replace(opts, approach=2, points="final"), inputs)
+        figs = [plots.isoflop_curves(final.reset_index(drop=True), fit2["optima"], out / "isoflop", opts.budget_tol,
+                                     opts.window), plots.compute_optimal(fit2, out / "optimal2", max(budgets))]
+        fits.append(("approach 2: IsoFLOP minima", fit2, figs))
+      except UserError as e:
+        notes.append(f"approach 2 skipped: {e}")
+    else:
+      notes.append("approach 2 skipped: needs 2+ compute budgets with 3+ model sizes each")
+    if (curves >= 2).sum() >= 2:
+      try:
+        fit1 = pipeline.run(df, convention, dataclasses.replace(opts, approach=1, points="all"), inputs)
+        fits.append(("approach 1: loss envelope", fit1, [plots.loss_vs_compute(df, fit1, out / "envelope")]))
+      except UserError as e:
+        notes.append(f"approach 1 skipped: {e}")
+    else:
+      notes.append("approach 1 skipped: needs learning curves (2+ checkpoints) of 2+ runs")
+    if not fits:
+      raise UserError("scaling report: no approach can be fitted to this input (need 2+ finished runs)")
+    for title, fit_, figs in fits:
+      sections.append(_fit_section(title, fit_, figs))
+      for t in pipeline.targets(fit_, budgets):
+        predictions.append({"approach": fit_["approach"], "C": t["C"], **{
+            f"{k}*": t[k]["value"] for k in ("N", "D", "loss")}, **{
+            f"{k}* interval": f"[{_g(t[k]['interval'][0])}, {_g(t[k]['interval'][1])}]" for k in ("N", "D", "loss")
+            if "interval" in t[k]}})
+  runs = (df.sort_values("D").groupby("run").agg(N=("N", "first"), D=("D", "last"), C=("C", "last"),
+                                                  loss=("loss", "last"), points=("loss", "size")).reset_index())
+  conv = "; ".join(f"{k}: {v}" for k, v in convention.items())
+  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{_CSS}</style>"
+          f"</head><body><h1>scaling-law report</h1><p>inputs: {html.escape(', '.join(map(str, inputs)))}</p>"
+          f"<p>counting convention: {html.escape(conv)}</p>"
+          + "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in notes)
+          + "<h2>predictions</h2>" + _table(predictions, list(dict.fromkeys(k for p in predictions for k in p)))
+          + "".join(sections) + "<h2>runs</h2>" + _table(runs.to_dict("records"), list(runs.columns))
+          + "</body></html>")

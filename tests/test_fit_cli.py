@@ -1,0 +1,101 @@
+"""Tests of scaling.fit.cli through `python -m scaling`: fit, predict, and one-line errors with exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scaling.fit import synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scaling(*args, cwd=None):
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "SCALING_JAX_CACHE": ""}
+  return subprocess.run([sys.executable, "-m", "scaling", *map(str, args)], capture_output=True, text=True,
+                        env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def sweep_csv(tmp_path_factory):
+  path = tmp_path_factory.mktemp("cli") / "sweep.csv"
+  df = synthetic.isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes=6, noise=0.005, seed=9)
+  df.rename(columns={"N": "params", "D": "tokens", "loss": "val_loss"})[["params", "tokens", "val_loss", "run"]].to_csv(
+      path, index=False)
+  return path
+
+
+def test_fit_then_predict(sweep_csv, tmp_path):
+  out = tmp_path / "fit.json"
+  r = scaling("fit", sweep_csv, "--columns", "N=params,D=tokens,loss=val_loss", "--bootstrap", "20",
+              "--out", out, "--target", "1e22")
+  assert r.returncode == 0, r.stderr
+  fit = json.loads(out.read_text())
+  for key in ("law", "approach", "params", "intervals", "objective", "n_points", "starts_converged", "convention"):
+    assert key in fit
+  assert fit["law"] == "chinchilla" and fit["approach"] == 3 and fit["n_points"] == 18
+  assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta"}
+  assert fit["convention"]["N"] == "column params" and fit["convention"]["C"] == "6 * N * D (computed)"
+  assert "alpha =" in r.stdout and "of 4500 starts converged" in r.stdout
+  p = scaling("predict", out, "--N", "1e9", "--D", "2e10")
+  assert p.returncode == 0, p.stderr
+  assert p.stdout.startswith("loss = ") and "95% interval" in p.stdout
+  c = scaling("predict", out, "--compute", "1e22", "--json")
+  opt = json.loads(c.stdout)["optimum"]
+  assert 6 * opt["N"]["value"] * opt["D"]["value"] == pytest.approx(1e22, rel=1e-6)
+  assert opt["N"]["interval"][0] < opt["N"]["value"] < opt["N"]["interval"][1]
+
+
+def _bad_table(tmp_path, **cols):
+  path = tmp_path / "bad.csv"
+  pd.DataFrame(cols).to_csv(path, index=False)
+  return path
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("missing column", {"N": [1e8, 2e8], "loss": [3.0, 2.9]}, "needs column 'D'"),
+    ("non-positive N", {"N": [1e8, 0.0] * 3, "D": [1e9] * 6, "loss": [3.0] * 6}, "column 'N' is not positive at row 3"),
+    ("NaN loss", {"N": [1e8] * 6, "D": [1e9] * 6, "loss": [3.0, None, 3, 3, 3, 3]}, "column 'loss' is NaN"),
+    ("too few points", {"N": [1e8, 2e8, 3e8], "D": [1e9] * 3, "loss": [3.0, 2.9, 2.8]}, "3 point(s) but 5 free"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, case, args, message):
+  path = _bad_table(tmp_path, **args)
+  r = scaling("fit", path, "--out", tmp_path / "f.json")
+  assert r.returncode == 2, (case, r.stderr)
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0] and lines[0].startswith("scaling fit: error:")
+  if case != "too few points":
+    assert str(path) in lines[0] or "column" in lines[0]
+
+
+def test_single_budget_for_approach_2_exits_2(tmp_path):
+  df = synthetic.isoflop_sweep(budgets=(1e19,), sizes=5)
+  path = tmp_path / "one.csv"
+  df[["N", "D", "C", "loss"]].to_csv(path, index=False)
+  r = scaling("fit", path, "--approach", "2")
+  assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+  assert "one budget" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--law", "nope"], "unknown law"), (["--columns", "N"], "not NAME=column"), (["--holdout", "C>>1"], "use largest"),
+    (["--fix", "alpha"], "NAME=NUMBER"), (["--approach", "7"], "--approach=7"),
+])
+def test_bad_options_exit_2(sweep_csv, tmp_path, args, message):
+  r = scaling("fit", sweep_csv, "--columns", "N=params,D=tokens,loss=val_loss", "--out", tmp_path / "f.json", *args)
+  assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+
+
+def test_predict_errors_exit_2(tmp_path):
+  r = scaling("predict", tmp_path / "missing.json", "--N", "1e9", "--D", "1e10")
+  assert r.returncode == 2 and "cannot read fit JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_importing_the_cli_loads_neither_jax_nor_matplotlib():
+  code = "import sys, scaling.fit.cli; print('jax' in sys.modules, 'matplotlib' in sys.modules)"
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert r.stdout.split() == ["False", "False"]

@@ -1,0 +1,113 @@
+"""Tests of scaling.fit.load: run directories under each convention, tables with a column mapping, errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.errors import UserError
+from scaling.fit import load
+
+FPT = {"6N": 6 * 1e6, "6N_total": 6 * 1.5e6, "chinchilla": 9.5e6, "xla": None}
+
+
+def make_run(root, run_id, n=1e6, state="done", evals=((100, 1000, 5.0), (200, 2000, 4.0))):
+  d = root / run_id
+  d.mkdir(parents=True)
+  (d / "run.json").write_text(json.dumps({
+      "run_id": run_id, "params_total": n * 1.5, "params_embedding": n * 0.5, "params_non_embedding": n,
+      "tokens_planned": 2000, "flops_per_token": {k: (v * n / 1e6 if v else None) for k, v in FPT.items()},
+      "seq_len": 128, "global_batch": 8, "seed": 0}))
+  lines = []
+  for step, tokens, loss in evals:
+    lines.append({"step": step - 50, "tokens": tokens - 500, "train_loss": loss + 1})
+    lines.append({"step": step, "tokens": tokens, "train_loss": loss + 0.5, "eval_loss": loss})
+  (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+  (d / "status.json").write_text(json.dumps({"state": state, "step": evals[-1][0]}))
+  return d
+
+
+def test_run_directories_under_each_convention(tmp_path):
+  make_run(tmp_path, "small", n=1e6)
+  make_run(tmp_path, "big", n=4e6, state="running")
+  df, conv = load.load([str(tmp_path)])
+  assert conv["name"] == "6N" and "params_non_embedding" in conv["N"]
+  assert len(df) == 4 and set(df["run"]) == {"small", "big"}
+  small = df[df["run"] == "small"].sort_values("D")
+  np.testing.assert_allclose(small["N"], 1e6)
+  np.testing.assert_allclose(small["C"], 6e6 * small["D"])
+  assert small["final"].tolist() == [False, True]
+  assert not df[df["run"] == "big"]["final"].any()  # a running run has no final point yet
+  np.testing.assert_allclose(small["N_chinchilla"], 1.5e6)  # every convention is kept alongside
+  np.testing.assert_allclose(small["C_6N_total"], 9e6 * small["D"])
+  assert "C_xla" not in df.columns  # null in run.json
+  df2, conv2 = load.load([str(tmp_path / "small")], convention="chinchilla")
+  np.testing.assert_allclose(df2["N"], 1.5e6)
+  np.testing.assert_allclose(df2["C"], 9.5e6 * df2["D"])
+  assert conv2["flops_per_nd"] == pytest.approx(9.5e6 / 1.5e6)
+
+
+def test_run_directory_errors_name_the_file(tmp_path):
+  make_run(tmp_path, "r")
+  with pytest.raises(UserError, match="flops_per_token.*xla.*null"):
+    load.load([str(tmp_path)], convention="xla")
+  with pytest.raises(UserError, match="unknown for run directories"):
+    load.load([str(tmp_path)], convention="7N")
+  bad = make_run(tmp_path, "nan", evals=((100, 1000, float("nan")),))
+  with pytest.raises(UserError, match=r"nan/metrics.jsonl:2: eval_loss"):
+    load.load([str(bad)])
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(UserError, match="no run.json"):
+    load.load([str(tmp_path / "empty")])
+
+
+def test_tables_with_a_column_mapping(tmp_path):
+  path = tmp_path / "sweep.csv"
+  pd.DataFrame({"params": [1e6, 1e6, 2e6], "tokens": [1e8, 2e8, 2e8], "val_loss": [4.0, 3.5, 3.2],
+                "model": ["s", "s", "m"], "lr": [1e-3, 1e-3, 1e-3]}).to_csv(path, index=False)
+  df, conv = load.load([str(path)], load.parse_columns("N=params,D=tokens,loss=val_loss,run=model+lr"))
+  assert conv["C"] == "6 * N * D (computed)" and conv["N"] == "column params"
+  np.testing.assert_allclose(df["C"], 6 * df["N"] * df["D"])
+  assert df["run"].tolist() == ["s/0.001", "s/0.001", "m/0.001"]
+  assert df["final"].tolist() == [False, True, True]  # the last checkpoint of each run
+  assert "params" in df.columns  # raw columns stay available to --filter
+  assert len(load.load([str(path)], load.parse_columns("N=params,D=tokens,loss=val_loss"), query="tokens > 1.5e8")[0]) == 2
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"N": [1e6, -1.0], "D": [1e8, 1e8], "loss": [3.0, 3.0]}, "column 'N' is not positive at row 3"),
+    ({"N": [1e6, 1e6], "D": [1e8, 1e8], "loss": [3.0, float("nan")]}, "column 'loss' is NaN"),
+    ({"N": [1e6, 1e6], "D": [1e8, 1e8], "loss": [3.0, "x"]}, "column 'loss' is NaN or not a number"),
+])
+def test_bad_values_name_file_column_and_row(tmp_path, values, message):
+  path = tmp_path / "t.csv"
+  pd.DataFrame(values).to_csv(path, index=False)
+  df, _ = load.load([str(path)])
+  with pytest.raises(UserError, match=message) as e:
+    load.require(df, ["N", "D", "loss"], "law chinchilla")
+  assert str(path) in str(e.value)
+
+
+def test_mapping_and_input_errors(tmp_path):
+  path = tmp_path / "t.csv"
+  pd.DataFrame({"a": [1.0]}).to_csv(path, index=False)
+  with pytest.raises(UserError, match="no column 'params'"):
+    load.load([str(path)], load.parse_columns("N=params"))
+  with pytest.raises(UserError, match="not NAME=column"):
+    load.parse_columns("N")
+  with pytest.raises(UserError, match="needs column 'D'"):
+    load.require(load.load([str(path)])[0], ["D"], "law chinchilla")
+  with pytest.raises(UserError, match="no such file"):
+    load.load([str(tmp_path / "missing.csv")])
+  make_run(tmp_path / "runs", "r")
+  with pytest.raises(UserError, match="cannot be fitted together"):
+    load.load([str(path), str(tmp_path / "runs")])
+
+
+def test_select_final_or_all(tmp_path):
+  make_run(tmp_path, "r")
+  df, _ = load.load([str(tmp_path)])
+  assert len(load.select(df, "final")) == 1 and len(load.select(df, "all")) == 2
+  with pytest.raises(UserError, match="no finished run"):
+    load.select(df.assign(final=False), "final")

@@ -1,0 +1,36 @@
+"""Tests of scaling.fit.plots: every figure is written as PNG and SVG."""
+
+import pytest
+
+from scaling.fit import pipeline, plots, synthetic
+
+CONV = {"name": "synthetic"}
+
+
+@pytest.fixture(scope="module")
+def sweep():
+  return synthetic.isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes=6, noise=0.005, seed=2)
+
+
+def _written(png):
+  assert png.suffix == ".png" and png.stat().st_size > 5000
+  assert png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_isoflop_and_allocation_figures(sweep, tmp_path):
+  rec = pipeline.run(sweep, CONV, pipeline.Options(approach=2, bootstrap=10))
+  _written(plots.isoflop_curves(sweep, rec["optima"], tmp_path / "iso"))
+  _written(plots.compute_optimal(rec, tmp_path / "opt", target=1e22))
+
+
+def test_parametric_figures(sweep, tmp_path):
+  rec = pipeline.run(sweep, CONV, pipeline.Options())
+  _written(plots.residuals(sweep, rec, tmp_path / "res"))
+  _written(plots.loss_vs_compute(sweep, rec, tmp_path / "loss"))
+
+
+def test_learning_curve_figures(tmp_path):
+  df = synthetic.learning_curves(checkpoints=8)
+  _written(plots.learning_curves(df, tmp_path / "curves"))
+  rec = pipeline.run(df, CONV, pipeline.Options(approach=1))
+  _written(plots.loss_vs_compute(df, rec, tmp_path / "env"))
