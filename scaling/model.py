@@ -102,6 +102,18 @@ def rotary(x_BLHE: jax.Array, sin_cos: tuple[jax.Array, jax.Array]) -> jax.Array
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BLHE.dtype)
 
 
+def project(x_BLI: jax.Array, w: jax.Array) -> jax.Array:
+  """x [B, L, *in] times a weight [*in, *out] -> [B, L, *out], as one 2-D matmul.
+
+  Flattening to [B*L, in] x [in, out] is free (contiguous reshapes) and its gradient is two plain
+  matmuls; XLA's CPU backend runs the 3-D einsum form's backward about 2x slower (layout copies).
+  """
+  B, L = x_BLI.shape[:2]
+  n_in = math.prod(x_BLI.shape[2:])
+  out = x_BLI.reshape(B * L, n_in) @ w.reshape(n_in, -1)
+  return out.reshape(B, L, *w.shape[x_BLI.ndim - 2 :])
+
+
 class Block(nnx.Module):
   """One pre-norm Transformer layer: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -122,27 +134,27 @@ class Block(nnx.Module):
 
   def attention(self, x_BLD, sin_cos, segment_ids_BL):
     dt = self.cfg.dtype
-    q_BLHE = jnp.einsum("bld,dhe->blhe", x_BLD, self.wq[...].astype(dt))
-    k_BLKE = jnp.einsum("bld,dke->blke", x_BLD, self.wk[...].astype(dt))
-    v_BLKE = jnp.einsum("bld,dke->blke", x_BLD, self.wv[...].astype(dt))
+    q_BLHE = project(x_BLD, self.wq[...].astype(dt))
+    k_BLKE = project(x_BLD, self.wk[...].astype(dt))
+    v_BLKE = project(x_BLD, self.wv[...].astype(dt))
     q_BLHE = constrain(rotary(q_BLHE, sin_cos), ("act_batch", "act_seq", "act_heads", None))
     k_BLKE = constrain(rotary(k_BLKE, sin_cos), ("act_batch", "act_seq", "act_kv_heads", None))
     mask = None
     if segment_ids_BL is not None:
       mask = (segment_ids_BL[:, None, :, None] == segment_ids_BL[:, None, None, :])
     out_BLHE = jax.nn.dot_product_attention(q_BLHE, k_BLKE, v_BLKE, mask=mask, is_causal=True)
-    return jnp.einsum("blhe,hed->bld", out_BLHE, self.wo[...].astype(dt))
+    return project(out_BLHE, self.wo[...].astype(dt))
 
   def feed_forward(self, x_BLD):
     dt = self.cfg.dtype
-    up_BLF = jnp.einsum("bld,df->blf", x_BLD, self.w_up[...].astype(dt))
+    up_BLF = project(x_BLD, self.w_up[...].astype(dt))
     if self.cfg.mlp == "swiglu":
-      gate_BLF = jnp.einsum("bld,df->blf", x_BLD, self.w_gate[...].astype(dt))
+      gate_BLF = project(x_BLD, self.w_gate[...].astype(dt))
       h_BLF = jax.nn.silu(gate_BLF) * up_BLF
     else:
       h_BLF = jax.nn.gelu(up_BLF)
     h_BLF = constrain(h_BLF, ("act_batch", "act_seq", "act_mlp"))
-    return jnp.einsum("blf,fd->bld", h_BLF, self.w_down[...].astype(dt))
+    return project(h_BLF, self.w_down[...].astype(dt))
 
   def __call__(self, x_BLD, sin_cos, segment_ids_BL):
     eps = self.cfg.norm_eps
@@ -194,9 +206,9 @@ class Transformer(nnx.Module):
 
     x_BLD = rms_norm(run_layers(x_BLD, self.blocks), self.final_norm[...], cfg.norm_eps)
     if cfg.tie_embeddings:
-      logits_BLV = jnp.einsum("bld,vd->blv", x_BLD, self.embed[...].astype(cfg.dtype))
+      logits_BLV = project(x_BLD, self.embed[...].astype(cfg.dtype).T)
     else:
-      logits_BLV = jnp.einsum("bld,dv->blv", x_BLD, self.unembed[...].astype(cfg.dtype))
+      logits_BLV = project(x_BLD, self.unembed[...].astype(cfg.dtype))
     return constrain(logits_BLV.astype(jnp.float32), ("act_batch", "act_seq", "act_vocab"))
 
 
