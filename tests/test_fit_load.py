@@ -111,3 +111,13 @@ def test_select_final_or_all(tmp_path):
   assert len(load.select(df, "final")) == 1 and len(load.select(df, "all")) == 2
   with pytest.raises(UserError, match="no finished run"):
     load.select(df.assign(final=False), "final")
+
+
+def test_unique_tokens_of_data_constrained_runs_become_U(tmp_path):
+  d = make_run(tmp_path, "repeated")
+  meta = json.loads((d / "run.json").read_text())
+  (d / "run.json").write_text(json.dumps({**meta, "unique_tokens": 500, "epochs": 4.0}))
+  make_run(tmp_path, "fresh")
+  df, _ = load.load([str(tmp_path)])
+  np.testing.assert_allclose(df[df["run"] == "repeated"]["U"], 500)
+  assert df[df["run"] == "fresh"]["U"].isna().all()

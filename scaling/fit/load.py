@@ -205,13 +205,15 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
   metrics = run_dir / "metrics.jsonl"
   if not metrics.is_file():
     return points
-  for lineno, line in enumerate(metrics.read_text().splitlines(), 1):
+  unique = {"U": float(meta["unique_tokens"])} if meta.get("unique_tokens") else {}
+  lines = metrics.read_text().splitlines()
+  for lineno, line in enumerate(lines, 1):
     if not line.strip():
       continue
     try:
       rec = json.loads(line)
     except json.JSONDecodeError:
-      if lineno == len(metrics.read_text().splitlines()):
+      if lineno == len(lines):
         continue  # a run still writing may leave a partial last line
       raise UserError(f"{metrics}:{lineno}: not a JSON object") from None
     if rec.get("eval_loss") is None:
@@ -223,7 +225,7 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
     points.append({"run": run_id, "N": n, "D": tokens, "C": float(fpt) * tokens, "loss": float(loss),
                    "step": int(rec.get("step", 0)), "final": False, "state": status, "source": str(metrics),
                    "row": lineno, "seed": meta.get("seed"), "tokens_planned": meta.get("tokens_planned"),
-                   **_all_conventions(meta, tokens)})
+                   **unique, **_all_conventions(meta, tokens)})
   if points and status == "done":
     points[-1]["final"] = True
   return points
