@@ -40,8 +40,11 @@ def declared_peak(device_kind: str) -> float | None:
   return DEVICE_PEAKS[max(matches, key=len)] if matches else None
 
 
-def measure_cpu_peak(size: int = 1536, repeats: int = 5) -> float:
-  """Float32 matmul FLOP/s of this machine: the best of `repeats` timed products of two square matrices."""
+def measure_cpu_peak(size: int = 1536, repeats: int = 30) -> float:
+  """Float32 matmul FLOP/s of this machine: the best of `repeats` timed products of two square matrices.
+
+  Best-of-many, because on a shared machine single timings swing by 2x with other tenants' load.
+  """
   x = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
   y = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
   matmul = jax.jit(lambda a, b: a @ b)
