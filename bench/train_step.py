@@ -36,47 +36,64 @@ def random_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int)
   }
 
 
-def _best_time(fn, steps: int) -> float:
-  best = float("inf")
+def build_ours(shape: dict, unroll: bool, seq_len: int = 256, batch: int = 8):
+  """(a callable running one train step to completion, the model config) for one shape, compiled."""
+  cfg = model.ModelConfig(vocab_size=258, head_dim=64, kv_heads=shape["heads"], mlp="gelu", unroll_layers=unroll, **shape)
+  tcfg = train.TrainConfig(tokens=10**9, global_batch=batch, seq_len=seq_len)
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  program = train.build_program(cfg, optim.OptimizerConfig(), tcfg, mesh)
+  ours = {"state": train.init_state(program, 0), "step": train.compile_train_step(program, tcfg)}
+  device_batch = sharding.global_batch(random_batch(np.random.default_rng(0), batch, seq_len, cfg.vocab_size), mesh)
+
+  def run():
+    ours["state"], m = ours["step"](ours["state"], device_batch)
+    jax.block_until_ready(m)
+
+  return run, cfg
+
+
+def build_peer(shape: dict, seq_len: int = 256, batch: int = 8):
+  """A callable running one train step of the nanodo-style peer to completion."""
+  step, state = make_peer_step(vocab=258, seq_len=seq_len, batch=batch, **{k: shape[k] for k in ("width", "depth", "heads", "mlp_width")})
+  b = random_batch(np.random.default_rng(0), batch, seq_len, 258)
+  peer = {"state": state}
+
+  def run():
+    peer["state"], value = step(peer["state"], b["inputs"], b["targets"])
+    jax.block_until_ready(value)
+
+  return run
+
+
+def best_times(runs: list, steps: int) -> list[float]:
+  """Best seconds per call of each callable, calling them alternately `steps` times after 2 warm-ups."""
+  for _ in range(2):
+    for run in runs:
+      run()
+  best = [float("inf")] * len(runs)
   for _ in range(steps):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
+    for i, run in enumerate(runs):
+      start = time.perf_counter()
+      run()
+      best[i] = min(best[i], time.perf_counter() - start)
   return best
+
+
+def best_step_seconds(name: str, steps: int, seq_len: int = 256, batch: int = 8) -> float:
+  """Best seconds per train step of our model at a named bench shape (layers unrolled)."""
+  run, _ = build_ours(SHAPES[name], True, seq_len, batch)
+  return best_times([run], steps)[0]
 
 
 def time_pair(shape: dict, steps: int, unroll: bool, seq_len: int = 256, batch: int = 8) -> dict:
   """Best seconds per train step of ours and of the peer (alternating), and model FLOPs per step."""
-  cfg = model.ModelConfig(vocab_size=258, head_dim=64, kv_heads=shape["heads"], mlp="gelu", unroll_layers=unroll, **shape)
-  tcfg = train.TrainConfig(tokens=steps * batch * seq_len * 10, global_batch=batch, seq_len=seq_len)
-  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
-  program = train.build_program(cfg, optim.OptimizerConfig(), tcfg, mesh)
-  ours = {"state": train.init_state(program, 0), "step": train.compile_train_step(program, tcfg)}
-  peer_step, peer_state = make_peer_step(vocab=cfg.vocab_size, seq_len=seq_len, batch=batch, **{k: shape[k] for k in ("width", "depth", "heads", "mlp_width")})
-  peer = {"state": peer_state}
-  rng = np.random.default_rng(0)
-  batches = [random_batch(rng, batch, seq_len, cfg.vocab_size) for _ in range(4)]
-  device_batches = [sharding.global_batch(b, mesh) for b in batches]
-
-  def run_ours():
-    ours["state"], m = ours["step"](ours["state"], device_batches[0])
-    jax.block_until_ready(m)
-
-  def run_peer():
-    peer["state"], value = peer_step(peer["state"], batches[0]["inputs"], batches[0]["targets"])
-    jax.block_until_ready(value)
-
-  for _ in range(2):
-    run_ours(), run_peer()
-  best_ours = best_peer = float("inf")
-  for _ in range(steps):
-    best_ours = min(best_ours, _best_time(run_ours, 1))
-    best_peer = min(best_peer, _best_time(run_peer, 1))
+  ours, cfg = build_ours(shape, unroll, seq_len, batch)
+  ours_s, peer_s = best_times([ours, build_peer(shape, seq_len, batch)], steps)
   per_token = flops.flops_per_token(cfg, seq_len)[flops.MFU_CONVENTION]
   return {
       "params_non_embedding": model.param_counts(cfg)["non_embedding"],
-      "ours_s": best_ours,
-      "peer_s": best_peer,
+      "ours_s": ours_s,
+      "peer_s": peer_s,
       "model_flops_per_step": per_token * batch * seq_len,
   }
 
