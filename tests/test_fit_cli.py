@@ -99,3 +99,14 @@ def test_importing_the_cli_loads_neither_jax_nor_matplotlib():
   code = "import sys, scaling.fit.cli; print('jax' in sys.modules, 'matplotlib' in sys.modules)"
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert r.stdout.split() == ["False", "False"]
+
+
+def test_out_parent_is_created_and_an_unwritable_out_fails_before_fitting(sweep_csv, tmp_path):
+  out = tmp_path / "new" / "dir" / "fit.json"
+  r = scaling("fit", sweep_csv, "--columns", "N=params,D=tokens,loss=val_loss", "--out", out)
+  assert r.returncode == 0, r.stderr
+  assert json.loads(out.read_text())["law"] == "chinchilla"
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  r = scaling("report", sweep_csv, "--columns", "N=params,D=tokens,loss=val_loss", "--out", blocker / "report.html")
+  assert r.returncode == 2 and "--out" in r.stderr and "Traceback" not in r.stderr

@@ -137,17 +137,33 @@ def _fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
   return fit_, df, opts
 
 
+def _writable_out(path: str) -> Path:
+  """Creates the parent directory of --out and checks it is writable, before any fitting work."""
+  out = Path(path)
+  try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"--out {out}: cannot create {out.parent}: {e.strerror}") from None
+  if not os.access(out.parent, os.W_OK) or out.is_dir():
+    raise UserError(f"--out {out}: cannot write there")
+  return out
+
+
+def _write(out: Path, text: str) -> None:
+  try:
+    out.write_text(text)
+  except OSError as e:
+    raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+
+
 def run_fit(args: argparse.Namespace) -> int:
   """`scaling fit`: fit, print a summary, write fit.json."""
   from scaling.fit import pipeline
+  out = _writable_out(args.out)
   fit_, _, _ = _fit(args)
   if args.target:
     fit_["targets"] = pipeline.targets(fit_, args.target)
-  out = Path(args.out)
-  try:
-    out.write_text(json.dumps(fit_, indent=1, default=float))
-  except OSError as e:
-    raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+  _write(out, json.dumps(fit_, indent=1, default=float))
   print(summary(fit_))
   print(f"wrote {out}")
   return 0
@@ -235,15 +251,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
   """`scaling report`: fits every approach the data allows and writes one self-contained HTML page."""
   from scaling.fit import load, report
+  out = _writable_out(args.out)
   law_source = _register_user_laws(args)
   opts = _options(args)
   df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
   _enable_jax_cache()
-  html = report.build(df, conv, opts, args.inputs, args.target, law_source)
-  out = Path(args.out)
-  try:
-    out.write_text(html)
-  except OSError as e:
-    raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+  _write(out, report.build(df, conv, opts, args.inputs, args.target, law_source))
   print(f"wrote {out}", file=sys.stdout)
   return 0
