@@ -298,10 +298,13 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       if preempted and not is_last:
         s.checkpoints.wait()
         s.set_status("preempted", step, f"SIGTERM: checkpoint saved at step {step}")
-        s.say(f"preempted at step {step}: checkpoint saved; run the same command to resume")
+        where = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+        print(f"scaling train: preempted at step {step}{where}: checkpoint saved; run the same command to resume",
+              file=sys.stderr, flush=True)
         return {**record, "preempted": True}
   s.checkpoints.wait()
-  s.set_status("done", t.steps)
+  reason = f"{progress.rollbacks} rollback(s); skipped the batch of step(s) {progress.skipped}" if progress.rollbacks else ""
+  s.set_status("done", t.steps, reason)
   return record
 
 
