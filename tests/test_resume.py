@@ -45,16 +45,26 @@ def _wait_until(condition, proc: subprocess.Popen, timeout: float = 120) -> None
 
 
 def _stop_at(kind: str, proc: subprocess.Popen, run_dir: Path, rng: random.Random, sig: int) -> None:
-  """Sends `sig` at a moment of the given kind: 'startup', 'training' (after new progress) or 'save'."""
+  """Sends `sig` at a moment of the given kind: 'startup', 'training' or 'save' (both after new progress).
+
+  'save' lets 0 or 1 asynchronous saves pass, then stops the run while the next one is being written.
+  """
   if kind == "startup":
     time.sleep(rng.uniform(0.5, 4.0))
   else:
     before = _last_step(run_dir)
     _wait_until(lambda: _last_step(run_dir) > before, proc)
     if kind == "training":
-      time.sleep(rng.uniform(0.0, 0.2))
+      time.sleep(rng.uniform(0.0, 0.6))
     else:
-      _wait_until(lambda: bool(unfinished_saves(run_dir)), proc)
+      seen: set[str] = set()
+      wanted = rng.randint(1, 2)
+
+      def saving_the_wanted_one() -> bool:
+        seen.update(unfinished_saves(run_dir))
+        return len(seen) >= wanted and bool(unfinished_saves(run_dir))
+
+      _wait_until(saving_the_wanted_one, proc)
   assert proc.poll() is None, "the run finished before it could be stopped"
   proc.send_signal(sig)
   proc.wait(timeout=120)
