@@ -170,6 +170,7 @@ class _Session:
   peak: Any
   is_writer: bool
   say: Callable[[str], None]
+  preemption: PreemptionWatch
   step: int = 0
 
   def set_status(self, state: str, step: int, reason: str = "") -> None:
@@ -200,9 +201,15 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
   if status["state"] == "done":
     print(f"scaling train: {run_dir} is already done (step {status['step']}); nothing to do", file=sys.stderr)
     return status
-  is_writer = jax.process_index() == 0
   run_dir.mkdir(parents=True, exist_ok=True)
+  with PreemptionWatch() as preemption:  # from here on, SIGTERM means: save at the next step boundary
+    return _build_and_train(run_dir, cfgs, ckpt_cfg, mesh_shape, preemption, stream_wrapper)
 
+
+def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.CheckpointConfig, mesh_shape,
+                     preemption: PreemptionWatch, stream_wrapper: Callable | None) -> dict:
+  """Compiles the run's program, restores its newest usable checkpoint (if any) and trains to the end."""
+  is_writer = jax.process_index() == 0
   t = cfgs.train
   mesh = sharding.make_mesh(mesh_shape)
   program = build_program(cfgs.model, cfgs.optimizer, t, mesh)
@@ -228,7 +235,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
       run_dir=run_dir, train=t, ckpt=ckpt_cfg, program=program, train_step=train_step, eval_step=eval_step,
       eval_batches=eval_batches, data=data, fresh_data=data.get_state(), checkpoints=checkpoints,
       writer=MetricsWriter(run_dir, enabled=False), flops_per_token=info["flops_per_token"][flops.MFU_CONVENTION],
-      peak=peak, is_writer=is_writer, say=say)
+      peak=peak, is_writer=is_writer, say=say, preemption=preemption)
   try:
     step, state, progress = session.restore()
     session.step = step
@@ -256,60 +263,63 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
   t = s.train
   record = s.writer.kept[-1] if s.writer.kept else {}
   window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
-  with PreemptionWatch() as preemption:
-    while step < t.steps:
-      for _ in range(progress.skipped.count(step + 1)):
-        next(s.data)
-      state, metrics = s.train_step(state, sharding.global_batch(next(s.data), s.program.mesh))
-      window.append(metrics)
-      step = s.step = step + 1
-      is_last = step == t.steps
-      is_eval = is_last or (t.eval_every and step % t.eval_every == 0)
-      is_record = is_last or is_eval or step % t.log_every == 0
-      preempted = preemption.reached(step)
-      saving = preempted or is_last or s.checkpoints.should_save(step)
-      if not (is_record or saving):
-        continue
-      window = jax.device_get(window)
-      bad = _first_nonfinite(window)
-      if bad is not None:
-        offending = step - len(window) + 1 + bad[0]
-        reason = f"non-finite {bad[1]} at step {offending}"
-        if s.ckpt.on_divergence != "rollback" or progress.rollbacks >= s.ckpt.max_rollbacks:
-          s.writer.write(_train_record(step, t, window, time.perf_counter() - window_start, s.flops_per_token, s.peak))
-          if s.ckpt.on_divergence == "rollback":
-            reason += f" after {progress.rollbacks} rollback(s)"
-          s.set_status("failed", offending, reason)
-          raise UserError(f"{s.run_dir}: training diverged: {reason}")
-        step, state, progress = _rollback(s, progress, offending, reason)
-        s.step = step
-        record = s.writer.kept[-1] if s.writer.kept else {}
-        window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
-        continue
-      if is_record:
-        record = _train_record(step, t, window, time.perf_counter() - window_start, s.flops_per_token, s.peak)
-        if is_eval:
-          record.update(evaluate(s.eval_step, state.params, s.eval_batches))
-        s.writer.write(record)
-        window, window_start = [], time.perf_counter()
-      if saving:
-        elapsed = time.perf_counter() - window_start if window else 0.0
-        s.checkpoints.save(step, state, s.data, dataclasses.replace(progress, window=window, window_elapsed_s=elapsed))
-      if preempted and not is_last:
-        s.checkpoints.wait()
-        s.set_status("preempted", step, f"SIGTERM: checkpoint saved at step {step}")
-        where = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
-        print(f"scaling train: preempted at step {step}{where}: checkpoint saved; run the same command to resume",
-              file=sys.stderr, flush=True)
-        return {**record, "preempted": True}
+  while step < t.steps:
+    for _ in range(progress.skipped.count(step + 1)):
+      next(s.data)
+    state, metrics = s.train_step(state, sharding.global_batch(next(s.data), s.program.mesh))
+    window.append(metrics)
+    step = s.step = step + 1
+    is_last = step == t.steps
+    is_eval = is_last or (t.eval_every and step % t.eval_every == 0)
+    is_record = is_last or is_eval or step % t.log_every == 0
+    preempted = s.preemption.reached(step)
+    saving = preempted or is_last or s.checkpoints.should_save(step)
+    if not (is_record or saving):
+      continue
+    window = jax.device_get(window)
+    if _first_nonfinite(window) is not None:
+      step, state, progress = _diverged(s, step, window, time.perf_counter() - window_start, progress)
+      s.step = step
+      record = s.writer.kept[-1] if s.writer.kept else {}
+      window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
+      continue
+    if is_record:
+      record = _train_record(step, t, window, time.perf_counter() - window_start, s.flops_per_token, s.peak)
+      if is_eval:
+        record.update(evaluate(s.eval_step, state.params, s.eval_batches))
+      s.writer.write(record)
+      window, window_start = [], time.perf_counter()
+    if saving:
+      elapsed = time.perf_counter() - window_start if window else 0.0
+      s.checkpoints.save(step, state, s.data, dataclasses.replace(progress, window=window, window_elapsed_s=elapsed))
+    if preempted and not is_last:
+      s.checkpoints.wait()
+      s.set_status("preempted", step, f"SIGTERM: checkpoint saved at step {step}")
+      where = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+      print(f"scaling train: preempted at step {step}{where}: checkpoint saved; run the same command to resume",
+            file=sys.stderr, flush=True)
+      return {**record, "preempted": True}
   s.checkpoints.wait()
   reason = f"{progress.rollbacks} rollback(s); skipped the batch of step(s) {progress.skipped}" if progress.rollbacks else ""
   s.set_status("done", t.steps, reason)
   return record
 
 
-def _rollback(s: _Session, progress: checkpoint.Progress, offending: int, reason: str):
-  """Restores the last checkpoint (or the initial state) and marks the offending step's batch to be skipped."""
+def _diverged(s: _Session, step: int, window: list[dict], elapsed: float, progress: checkpoint.Progress):
+  """The divergence guard: fails the run (UserError) or rolls it back, returning (step, state, progress) to go on from.
+
+  A rollback restores the last checkpoint (or the initial state) and marks the offending step's batch to be
+  skipped; after `checkpoint.max_rollbacks` of them the run fails instead.
+  """
+  index, metric = _first_nonfinite(window)
+  offending = step - len(window) + 1 + index
+  reason = f"non-finite {metric} at step {offending}"
+  if s.ckpt.on_divergence != "rollback" or progress.rollbacks >= s.ckpt.max_rollbacks:
+    s.writer.write(_train_record(step, s.train, window, elapsed, s.flops_per_token, s.peak))
+    if s.ckpt.on_divergence == "rollback":
+      reason += f" after {progress.rollbacks} rollback(s)"
+    s.set_status("failed", offending, reason)
+    raise UserError(f"{s.run_dir}: training diverged: {reason}")
   s.checkpoints.wait()
   step, state, restored = s.restore()
   progress = dataclasses.replace(restored, skipped=progress.skipped + [offending], rollbacks=progress.rollbacks + 1)

@@ -38,6 +38,7 @@ def scaling_env(tmp_path_factory) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR"))}
   env.update(
       PYTHONPATH=str(REPO),
+      XLA_FLAGS="--xla_force_host_platform_device_count=1",  # one device per process unless a test says more
       SCALING_DATA_DIR=str(root / "data"),
       JAX_COMPILATION_CACHE_DIR=str(root / "xla_cache"),
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
