@@ -18,6 +18,8 @@ previous one is used; leftover temporary directories are removed when the manage
 from __future__ import annotations
 
 import dataclasses
+import gc
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,6 +156,32 @@ def _one_line(error: BaseException, limit: int = 240) -> str:
   return f"{type(error).__name__}: {text[:limit]}"
 
 
+def _is_abandoned_read(unraisable) -> bool:
+  """Orbax's leftovers of a failed restore: read coroutines it dropped, and their callbacks into its closed loop."""
+  code = getattr(unraisable.object, "cr_code", None)
+  if code is not None and code.co_name == "_read_array_index_and_device_put":
+    return True
+  return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+
+
+def _quiet_abandoned_reads() -> None:
+  """Keeps a failed restore to its one-line report: Orbax's abandoned reads would print dozens of tracebacks.
+
+  They reach `sys.unraisablehook` (some only when collected, later); this wraps the hook once, passing
+  every other unraisable exception on unchanged.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "quiets_abandoned_reads", False):
+    return
+
+  def hook(unraisable) -> None:
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.quiets_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def first_difference(saved: Any, current: Any, path: str = "") -> str | None:
   """The first key where two JSON values differ, as 'key: saved X, now Y', or None when equal."""
   if isinstance(saved, dict) and isinstance(current, dict):
@@ -260,6 +288,8 @@ class Checkpointer:
       loaded = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(self._target), data=grain.checkpoint.CheckpointRestore(data)))
     except Exception as e:  # noqa: BLE001
+      _quiet_abandoned_reads()
+      gc.collect()  # the dropped read coroutines, now rather than at some later moment
       return None, _one_line(e)
     if self._fingerprint(loaded.state) != meta["fingerprint"]:
       return None, "its arrays do not match the fingerprint saved with them"

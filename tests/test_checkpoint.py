@@ -44,6 +44,20 @@ class Harness:
     self.ckpts.wait()
 
 
+@pytest.fixture
+def harness(tmp_path):
+  """Makes Harnesses over tmp_path/ckpt and closes their managers (threads) after the test."""
+  made: list[Harness] = []
+
+  def make(**kwargs) -> Harness:
+    made.append(Harness(tmp_path / "ckpt", **kwargs))
+    return made[-1]
+
+  yield make
+  for h in made:
+    h.ckpts.close()
+
+
 def _largest_file(step_dir: Path) -> Path:
   return max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
@@ -75,8 +89,8 @@ def test_fingerprint_is_exact_and_sees_one_flipped_bit():
   assert fingerprint(tree) != fingerprint(flipped)
 
 
-def test_save_and_restore_state_data_position_and_progress(tmp_path):
-  h = Harness(tmp_path / "ckpt")
+def test_save_and_restore_state_data_position_and_progress(harness):
+  h = harness()
   progress = checkpoint.Progress([{"train_loss": np.float32(2.5), "grad_norm": np.float32(1), "lr": np.float32(0)}], 0.25)
   h.save(1)
   h.save(2, progress)
@@ -89,18 +103,17 @@ def test_save_and_restore_state_data_position_and_progress(tmp_path):
   assert h.lines == []
 
 
-def test_interval_and_retention_keep_last_k_and_every_m(tmp_path):
-  h = Harness(tmp_path / "ckpt", every_steps=3, keep_last=2, keep_every=4)
+def test_interval_and_retention_keep_last_k_and_every_m(harness):
+  h = harness(every_steps=3, keep_last=2, keep_every=4)
   assert [s for s in range(1, 10) if h.ckpts.should_save(s)] == [3, 6, 9]
   for step in range(1, 10):
     h.save(step)
-  h.ckpts.close()
   assert h.ckpts.steps() == [4, 8, 9]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "overwrite"])
-def test_corrupt_latest_falls_back_to_the_previous_with_one_line(tmp_path, damage):
-  h = Harness(tmp_path / "ckpt")
+def test_corrupt_latest_falls_back_to_the_previous_with_one_line(tmp_path, harness, damage):
+  h = harness()
   h.save(1)
   h.save(2)
   target = _largest_file(tmp_path / "ckpt" / "2")
@@ -121,8 +134,8 @@ def test_corrupt_latest_falls_back_to_the_previous_with_one_line(tmp_path, damag
   assert h.ckpts.restore_latest(h.data).step == 2
 
 
-def test_corrupt_checkpoint_without_a_good_predecessor_is_a_user_error(tmp_path):
-  h = Harness(tmp_path / "ckpt")
+def test_corrupt_checkpoint_without_a_good_predecessor_is_a_user_error(tmp_path, harness):
+  h = harness()
   h.save(5)
   (tmp_path / "ckpt" / "5" / "meta" / "metadata").write_text("{not json")
   with pytest.raises(UserError, match=r"checkpoint .*/5 is incomplete or corrupt \(meta unreadable: .*\) and no "
@@ -131,18 +144,18 @@ def test_corrupt_checkpoint_without_a_good_predecessor_is_a_user_error(tmp_path)
   assert h.ckpts.steps() == [5]  # kept for inspection
 
 
-def test_checkpoint_of_another_configuration_is_refused_and_kept(tmp_path):
-  Harness(tmp_path / "ckpt").save(3)
-  other = Harness(tmp_path / "ckpt", identity={"model": {"width": 64}, "seed": 0})
+def test_checkpoint_of_another_configuration_is_refused_and_kept(harness):
+  harness().save(3)
+  other = harness(identity={"model": {"width": 64}, "seed": 0})
   with pytest.raises(UserError, match=r"different configuration \(model.width: saved 32, now 64\)"):
     other.ckpts.restore_latest(other.data)
   assert other.ckpts.steps() == [3]
 
 
-def test_unfinished_save_directories_are_reported_and_removed(tmp_path):
-  Harness(tmp_path / "ckpt").save(1)
+def test_unfinished_save_directories_are_reported_and_removed(tmp_path, harness):
+  harness().save(1)
   (tmp_path / "ckpt" / "2.orbax-checkpoint-tmp").mkdir()
-  h = Harness(tmp_path / "ckpt")
+  h = harness()
   assert h.lines == [f"removing 1 unfinished checkpoint save(s) in {tmp_path / 'ckpt'}: 2.orbax-checkpoint-tmp"]
   h.save(3)
   assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1", "3"]

@@ -31,7 +31,7 @@ def test_nan_stops_the_run_with_the_step_and_reason(tmp_path, scaling_env):
   status = _status(tmp_path)
   assert (status["state"], status["step"], status["reason"]) == ("failed", 21, "non-finite train_loss at step 21")
   assert committed_steps(tmp_path / "run") == [16]  # nothing saved after the NaN
-  assert curve(tmp_path / "run")[-1]["step"] == 24 and curve(tmp_path / "run")[-1]["train_loss"] is None
+  assert curve(tmp_path / "run")[-1]["step"] == 25 and curve(tmp_path / "run")[-1]["train_loss"] is None
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_nan_rolls_back_skips_the_batch_and_finishes(tmp_path, scaling_env):
   assert (status["state"], status["step"]) == ("done", 480)
   assert status["reason"] == "1 rollback(s); skipped the batch of step(s) [21]"
   records = curve(tmp_path / "run")
-  assert [r["step"] for r in records] == list(range(4, 481, 4))
+  assert [r["step"] for r in records] == list(range(5, 481, 5))
   assert all(r["train_loss"] is not None and r["grad_norm"] is not None for r in records)
 
 

@@ -77,7 +77,7 @@ def _corrupt(step_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill9_ten_times_then_sigterm_and_corruption_resumes_bit_for_bit(tmp_path, scaling_env):
+def test_kill9_ten_times_then_corruption_and_sigterm_resumes_bit_for_bit(tmp_path, scaling_env):
   reference = tmp_path / "reference"
   run_to_end(train_args(reference), scaling_env, tmp_path / "reference.log")
 
@@ -96,28 +96,29 @@ def test_kill9_ten_times_then_sigterm_and_corruption_resumes_bit_for_bit(tmp_pat
   assert killed_mid_save >= 1
   assert any("unfinished checkpoint save(s)" in line for out in outputs for line in messages(out))
 
+  corrupted, previous = committed_steps(run_dir)[-1], committed_steps(run_dir)[-2]
+  _corrupt(run_dir / "checkpoints" / str(corrupted))
   proc = launch(train_args(run_dir), scaling_env, tmp_path / "sigterm.log")
   _stop_at("training", proc, run_dir, rng, signal.SIGTERM)
   output = (tmp_path / "sigterm.log").read_text()
   assert proc.returncode == 0, output[-3000:]
+  lines = messages(output)
+  assert any(line.startswith(f"scaling train: checkpoint {run_dir / 'checkpoints' / str(corrupted)} is incomplete "
+                             "or corrupt (") for line in lines), lines
+  assert f"scaling train: resuming {run_dir} from its checkpoint at step {previous}" in lines
   status = json.loads((run_dir / "status.json").read_text())
   assert status["state"] == "preempted"
   preempted = status["step"]
   assert committed_steps(run_dir)[-1] == preempted
-  assert f"scaling train: preempted at step {preempted}: checkpoint saved; run the same command to resume" in output
+  assert f"scaling train: preempted at step {preempted}: checkpoint saved; run the same command to resume" in lines
 
-  _corrupt(run_dir / "checkpoints" / str(preempted))
-  previous = committed_steps(run_dir)[-2]
   output = run_to_end(train_args(run_dir), scaling_env, tmp_path / "final.log")
-  lines = messages(output)
-  assert any(line.startswith(f"scaling train: checkpoint {run_dir / 'checkpoints' / str(preempted)} is incomplete "
-                             "or corrupt (") for line in lines), lines
-  assert f"scaling train: resuming {run_dir} from its checkpoint at step {previous}" in lines
+  assert f"scaling train: resuming {run_dir} from its checkpoint at step {preempted}" in messages(output)
 
   assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
   assert curve(run_dir) == curve(reference)
-  assert [r["step"] for r in curve(run_dir)] == list(range(4, FINAL_STEP + 1, 4))
-  assert sorted(tensorboard_steps(run_dir)) == list(range(4, FINAL_STEP + 1, 4))
+  assert [r["step"] for r in curve(run_dir)] == list(range(5, FINAL_STEP + 1, 5))
+  assert sorted(tensorboard_steps(run_dir)) == list(range(5, FINAL_STEP + 1, 5))
   for got, want in zip(saved_arrays(run_dir, FINAL_STEP), saved_arrays(reference, FINAL_STEP), strict=True):
     np.testing.assert_array_equal(got, want)
   assert unfinished_saves(run_dir) == []
