@@ -150,8 +150,10 @@ def make_fingerprint(mesh: jax.sharding.Mesh) -> Callable[[Any], list[int]]:
 
 def _one_line(error: BaseException, limit: int = 240) -> str:
   """The innermost cause of an error (Orbax wraps TensorStore's precise message), on one line."""
-  while error.__cause__ is not None or error.__context__ is not None:
-    error = error.__cause__ or error.__context__
+  seen = {id(error)}
+  while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+    error = inner
+    seen.add(id(error))
   text = " ".join(str(error).split()) or type(error).__name__
   return f"{type(error).__name__}: {text[:limit]}"
 
