@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
-from scaling import config, flops, hardware, runs, sharding
+from scaling import checkpoint, config, flops, hardware, runs, sharding
 from scaling.errors import UserError
 from scaling.metrics import MetricsWriter
 from scaling.model import ModelConfig, param_counts, tree_param_counts
 from scaling.optim import OptimizerConfig, optimizer_config
+from scaling.preemption import PreemptionWatch
 from scaling.sizes import model_config
 from scaling.train import (
     TrainConfig,
@@ -125,21 +129,90 @@ def _device_batches(batches: list[dict], mesh) -> list[dict]:
   return [sharding.global_batch(b, mesh) for b in batches]
 
 
-def run(run_dir: str | Path, mesh_text: str = "-1x1x1") -> dict:
-  """Trains one run into `run_dir` from the parsed gin config; returns the final record."""
+def _reporter(is_writer: bool) -> Callable[[str], None]:
+  """Prints one `scaling train: ...` line on stderr, on process 0 only."""
+
+  def say(message: str) -> None:
+    if is_writer:
+      print(f"scaling train: {message}", file=sys.stderr, flush=True)
+
+  return say
+
+
+def run_identity(info: dict) -> dict:
+  """What must not change when a run resumes: model, optimizer, training and data settings (JSON)."""
+  keys = ("model", "optimizer", "train", "dataset", "tokenizer", "seed", "tokens_planned")
+  return json.loads(json.dumps({k: info[k] for k in keys}, sort_keys=True, default=str))
+
+
+def _first_nonfinite(window: list[dict]) -> tuple[int, str] | None:
+  """(index in the window, metric) of the first step whose loss or gradient norm is not finite."""
+  for i, w in enumerate(window):
+    for key in ("train_loss", "grad_norm"):
+      if not math.isfinite(float(w[key])):
+        return i, key
+  return None
+
+
+@dataclasses.dataclass
+class _Session:
+  """Everything the step loop of one run uses, built once by `run`."""
+
+  run_dir: Path
+  train: TrainConfig
+  ckpt: checkpoint.CheckpointConfig
+  program: Any
+  train_step: Any
+  eval_step: Any
+  eval_batches: list
+  data: Any
+  fresh_data: dict
+  checkpoints: checkpoint.Checkpointer
+  writer: MetricsWriter
+  flops_per_token: float
+  peak: Any
+  is_writer: bool
+  say: Callable[[str], None]
+  preemption: PreemptionWatch
+  step: int = 0
+
+  def set_status(self, state: str, step: int, reason: str = "") -> None:
+    if self.is_writer:
+      runs.set_status(self.run_dir, state, step, reason)
+
+  def restore(self) -> tuple[int, Any, checkpoint.Progress]:
+    """The newest usable checkpoint, or the initial state and data position when there is none."""
+    restored = self.checkpoints.restore_latest(self.data)
+    if restored is not None:
+      return restored.step, restored.state, restored.progress
+    self.data.set_state(self.fresh_data)
+    return 0, init_state(self.program, self.train.seed), checkpoint.Progress()
+
+
+def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable | None = None) -> dict:
+  """Trains one run into `run_dir` from the parsed gin config, resuming from its checkpoints; returns the last record.
+
+  `stream_wrapper`, if given, is applied to the training iterator (it must keep get_state/set_state), to
+  filter or instrument batches.
+  """
   run_dir = Path(run_dir)
   cfgs = resolve_configs()
+  ckpt_cfg = config.build(checkpoint.checkpoint_config)
   mesh_shape = sharding.parse_mesh(mesh_text, jax.device_count())
   check_fits_mesh(cfgs.train, mesh_shape)
   status = runs.read_status(run_dir)
   if status["state"] == "done":
     print(f"scaling train: {run_dir} is already done (step {status['step']}); nothing to do", file=sys.stderr)
     return status
-  is_writer = jax.process_index() == 0
   run_dir.mkdir(parents=True, exist_ok=True)
-  if runs.read_metrics(run_dir):
-    raise UserError(f"{run_dir} already holds metrics of an unfinished run; resuming needs checkpoints (not yet supported)")
+  with PreemptionWatch() as preemption:  # from here on, SIGTERM means: save at the next step boundary
+    return _build_and_train(run_dir, cfgs, ckpt_cfg, mesh_shape, preemption, stream_wrapper)
 
+
+def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.CheckpointConfig, mesh_shape,
+                     preemption: PreemptionWatch, stream_wrapper: Callable | None) -> dict:
+  """Compiles the run's program, restores its newest usable checkpoint (if any) and trains to the end."""
+  is_writer = jax.process_index() == 0
   t = cfgs.train
   mesh = sharding.make_mesh(mesh_shape)
   program = build_program(cfgs.model, cfgs.optimizer, t, mesh)
@@ -149,55 +222,118 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1") -> dict:
   info = run_info(run_dir, cfgs, mesh_shape, xla_flops_per_token(cfgs.model, cfgs.optimizer, t), peak, peak_source)
   if tree_param_counts(program.abstract_state.params)["total"] != info["params_total"]:
     raise AssertionError("closed-form parameter count disagrees with the parameter tree")
-  if is_writer:
-    runs.write_text_atomic(run_dir / "config.gin", config.operative_config())
-    runs.write_json_atomic(run_dir / "run.json", info)
-    runs.set_status(run_dir, "running", 0)
 
   pi, pc = jax.process_index(), jax.process_count()
   data = cfgs.dataset.train_iterator(
       seq_len=t.seq_len, global_batch=t.global_batch, seed=t.seed, process_index=pi, process_count=pc, unique_tokens=t.unique_tokens
   )
+  if stream_wrapper is not None:
+    data = stream_wrapper(data)
   eval_batches = _device_batches(
       cfgs.dataset.eval_batches(seq_len=t.seq_len, batch_size=t.global_batch, num_tokens=t.eval_tokens, process_index=pi, process_count=pc),
       mesh,
   )
-  state = init_state(program, t.seed)
-  writer = MetricsWriter(run_dir, enabled=is_writer)
-  flops_per_token = info["flops_per_token"][flops.MFU_CONVENTION]
-  record: dict = {}
+  say = _reporter(is_writer)
+  checkpoints = checkpoint.Checkpointer(
+      run_dir / "checkpoints", ckpt_cfg, program.abstract_state, program.state_shardings, mesh, run_identity(info), say)
+  session = _Session(
+      run_dir=run_dir, train=t, ckpt=ckpt_cfg, program=program, train_step=train_step, eval_step=eval_step,
+      eval_batches=eval_batches, data=data, fresh_data=data.get_state(), checkpoints=checkpoints,
+      writer=MetricsWriter(run_dir, enabled=False), flops_per_token=info["flops_per_token"][flops.MFU_CONVENTION],
+      peak=peak, is_writer=is_writer, say=say, preemption=preemption)
   try:
-    window, window_start = [], time.perf_counter()
-    for step in range(t.steps):
-      state, metrics = train_step(state, sharding.global_batch(next(data), mesh))
-      window.append(metrics)
-      done_steps = step + 1
-      is_last = done_steps == t.steps
-      is_eval = is_last or (t.eval_every and done_steps % t.eval_every == 0)
-      if not (is_last or is_eval or done_steps % t.log_every == 0):
-        continue
-      host = jax.device_get(window)
-      elapsed = time.perf_counter() - window_start
-      record = _train_record(done_steps, t, host, elapsed, flops_per_token, peak)
-      if not math.isfinite(record["train_loss"]) or not math.isfinite(record["grad_norm"]):
-        writer.write(record)
-        reason = f"non-finite {'train_loss' if not math.isfinite(record['train_loss']) else 'grad_norm'} at step {done_steps}"
-        if is_writer:
-          runs.set_status(run_dir, "failed", done_steps, reason)
-        raise UserError(f"{run_dir}: training diverged: {reason}")
-      if is_eval:
-        record.update(evaluate(eval_step, state.params, eval_batches))
-      writer.write(record)
-      window, window_start = [], time.perf_counter()
+    step, state, progress = session.restore()
+    session.step = step
+    if step:
+      say(f"resuming {run_dir} from its checkpoint at step {step}")
+    elif runs.read_metrics(run_dir):
+      say(f"{run_dir} has metrics but no checkpoint; starting again from step 0")
     if is_writer:
-      runs.set_status(run_dir, "done", t.steps)
+      runs.write_text_atomic(run_dir / "config.gin", config.operative_config())
+      runs.write_json_atomic(run_dir / "run.json", info)
+    session.writer = MetricsWriter(run_dir, enabled=is_writer, start_step=step)
+    session.set_status("running", step)
+    return _train(session, step, state, progress)
   except BaseException as e:
     if is_writer and runs.read_status(run_dir)["state"] == "running":
-      runs.set_status(run_dir, "failed", int(record.get("step", 0)), f"{type(e).__name__}: {e}")
+      runs.set_status(run_dir, "failed", session.step, f"{type(e).__name__}: {e}")
     raise
   finally:
-    writer.close()
+    session.writer.close()
+    checkpoints.close()
+
+
+def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict:
+  """The step loop from `step` to the end: records, evaluations, saves, preemption and the divergence guard."""
+  t = s.train
+  record = s.writer.kept[-1] if s.writer.kept else {}
+  window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
+  while step < t.steps:
+    for _ in range(progress.skipped.count(step + 1)):
+      next(s.data)
+    state, metrics = s.train_step(state, sharding.global_batch(next(s.data), s.program.mesh))
+    window.append(metrics)
+    step = s.step = step + 1
+    is_last = step == t.steps
+    is_eval = is_last or (t.eval_every and step % t.eval_every == 0)
+    is_record = is_last or is_eval or step % t.log_every == 0
+    preempted = s.preemption.reached(step)
+    saving = preempted or is_last or s.checkpoints.should_save(step)
+    if not (is_record or saving):
+      continue
+    window = jax.device_get(window)
+    if _first_nonfinite(window) is not None:
+      step, state, progress = _diverged(s, step, window, time.perf_counter() - window_start, progress)
+      s.step = step
+      record = s.writer.kept[-1] if s.writer.kept else {}
+      window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
+      continue
+    if is_record:
+      record = _train_record(step, t, window, time.perf_counter() - window_start, s.flops_per_token, s.peak)
+      if is_eval:
+        record.update(evaluate(s.eval_step, state.params, s.eval_batches))
+      s.writer.write(record)
+      window, window_start = [], time.perf_counter()
+    if saving:
+      elapsed = time.perf_counter() - window_start if window else 0.0
+      s.checkpoints.save(step, state, s.data, dataclasses.replace(progress, window=window, window_elapsed_s=elapsed))
+    if preempted and not is_last:
+      s.checkpoints.wait()
+      s.set_status("preempted", step, f"SIGTERM: checkpoint saved at step {step}")
+      where = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+      print(f"scaling train: preempted at step {step}{where}: checkpoint saved; run the same command to resume",
+            file=sys.stderr, flush=True)
+      return {**record, "preempted": True}
+  s.checkpoints.wait()
+  reason = f"{progress.rollbacks} rollback(s); skipped the batch of step(s) {progress.skipped}" if progress.rollbacks else ""
+  s.set_status("done", t.steps, reason)
   return record
+
+
+def _diverged(s: _Session, step: int, window: list[dict], elapsed: float, progress: checkpoint.Progress):
+  """The divergence guard: fails the run (UserError) or rolls it back, returning (step, state, progress) to go on from.
+
+  A rollback restores the last checkpoint (or the initial state) and marks the offending step's batch to be
+  skipped; after `checkpoint.max_rollbacks` of them the run fails instead.
+  """
+  index, metric = _first_nonfinite(window)
+  offending = step - len(window) + 1 + index
+  reason = f"non-finite {metric} at step {offending}"
+  if s.ckpt.on_divergence != "rollback" or progress.rollbacks >= s.ckpt.max_rollbacks:
+    s.writer.write(_train_record(step, s.train, window, elapsed, s.flops_per_token, s.peak))
+    if s.ckpt.on_divergence == "rollback":
+      reason += f" after {progress.rollbacks} rollback(s)"
+    s.set_status("failed", offending, reason)
+    raise UserError(f"{s.run_dir}: training diverged: {reason}")
+  s.checkpoints.wait()
+  step, state, restored = s.restore()
+  progress = dataclasses.replace(restored, skipped=progress.skipped + [offending], rollbacks=progress.rollbacks + 1)
+  s.writer.rewind(step)
+  message = (f"{reason}: rolled back to step {step}, skipping the batch of step {offending} "
+             f"(rollback {progress.rollbacks} of {s.ckpt.max_rollbacks})")
+  s.say(message)
+  s.set_status("running", step, message)
+  return step, state, progress
 
 
 def _train_record(step: int, t: TrainConfig, window: list[dict], elapsed: float, flops_per_token: float, peak) -> dict:

@@ -75,3 +75,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
     except json.JSONDecodeError:
       break
   return records
+
+
+def truncate_metrics(run_dir: Path, step: int) -> list[dict]:
+  """Cuts metrics.jsonl back to the records at or before `step` (atomically); returns them."""
+  kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
+  write_text_atomic(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+  return kept

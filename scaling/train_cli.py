@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
   if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
   record = loop.run(args.run_dir, args.mesh)
-  if jax.process_index() == 0 and record:
+  if jax.process_index() == 0 and record and not record.get("preempted"):
     shown = {k: record[k] for k in ("step", "train_loss", "eval_loss", "eval_bits_per_byte") if k in record}
     print("scaling train: done " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
   return 0

@@ -1,0 +1,322 @@
+"""Checkpoints of a run (Orbax CheckpointManager): state, data position and loop progress saved together.
+
+A checkpoint `DIR/checkpoints/<step>/` holds three items, written and committed as one:
+  state  the TrainState (step, parameters, optimizer state) as sharded arrays; restores onto any mesh;
+  data   each process's grain iterator state (one JSON file per process);
+  meta   JSON: the run's identity, a fingerprint of the state, and the loop's `Progress` (the metrics
+         window since the last metrics.jsonl record, batches skipped after rollbacks, rollbacks used).
+The train step draws no random numbers (there is no dropout), so the seed in the identity and the data
+iterator state are the run's whole random state.
+
+Saves are asynchronous: `save` returns once the arrays are copied off the device, and Orbax writes them
+to a temporary directory that is renamed into place when complete, so a killed save never looks like a
+checkpoint. Old checkpoints are deleted only after a newer one is committed. On restore, a checkpoint
+whose files are missing, unreadable or do not match the fingerprint is reported in one line and the
+previous one is used; leftover temporary directories are removed when the manager opens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gin
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+from orbax.checkpoint import checkpoint_managers as policies
+
+from scaling.errors import UserError
+
+FORMAT = 1
+DIVERGENCE_ACTIONS = ("stop", "rollback")
+WINDOW_KEYS = ("train_loss", "grad_norm", "lr")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """When to save, what to keep, and what to do when the loss or gradient norm stops being finite."""
+
+  every_steps: int = 1000
+  every_minutes: float = 30.0
+  keep_last: int = 2
+  keep_every: int = 0
+  async_save: bool = True
+  on_divergence: str = "stop"
+  max_rollbacks: int = 3
+
+  def __post_init__(self):
+    for name in ("every_steps", "keep_every", "max_rollbacks"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"checkpoint.{name} must be an integer >= 0 (0: off), got {value!r}")
+    if not isinstance(self.keep_last, int) or isinstance(self.keep_last, bool) or self.keep_last < 1:
+      raise ValueError(f"checkpoint.keep_last must be an integer >= 1, got {self.keep_last!r}")
+    if isinstance(self.every_minutes, bool) or not isinstance(self.every_minutes, (int, float)) or self.every_minutes < 0:
+      raise ValueError(f"checkpoint.every_minutes must be a number >= 0 (0: off), got {self.every_minutes!r}")
+    if self.on_divergence not in DIVERGENCE_ACTIONS:
+      raise ValueError(f"checkpoint.on_divergence must be one of {DIVERGENCE_ACTIONS}, got {self.on_divergence!r}")
+
+
+@gin.configurable("checkpoint")
+def checkpoint_config(
+    every_steps: int = 1000,
+    every_minutes: float = 30.0,
+    keep_last: int = 2,
+    keep_every: int = 0,
+    async_save: bool = True,
+    on_divergence: str = "stop",
+    max_rollbacks: int = 3,
+) -> CheckpointConfig:
+  """The gin knobs `checkpoint.*`: save intervals (steps, minutes), retention, and the divergence guard."""
+  return CheckpointConfig(every_steps, every_minutes, keep_last, keep_every, async_save, on_divergence, max_rollbacks)
+
+
+@dataclasses.dataclass
+class Progress:
+  """The loop's bookkeeping saved with the state, so a resumed run writes exactly the records it would have."""
+
+  window: list[dict[str, float]] = dataclasses.field(default_factory=list)
+  window_elapsed_s: float = 0.0
+  skipped: list[int] = dataclasses.field(default_factory=list)
+  rollbacks: int = 0
+
+  def to_json(self) -> dict:
+    window = [{k: float(w[k]) for k in WINDOW_KEYS} for w in self.window]
+    return {"window": window, "window_elapsed_s": self.window_elapsed_s, "skipped": list(self.skipped), "rollbacks": self.rollbacks}
+
+  @classmethod
+  def from_json(cls, obj: dict) -> Progress:
+    """Window values come back as float32, the dtype the train step produced them in (exact round trip)."""
+    window = [{k: np.float32(w[k]) for k in WINDOW_KEYS} for w in obj["window"]]
+    return cls(window, float(obj["window_elapsed_s"]), [int(s) for s in obj["skipped"]], int(obj["rollbacks"]))
+
+
+@dataclasses.dataclass
+class Restored:
+  """A checkpoint loaded into the current mesh: its step, the TrainState and the loop's progress."""
+
+  step: int
+  state: Any
+  progress: Progress
+
+
+def _save_policy(cfg: CheckpointConfig) -> policies.SaveDecisionPolicy:
+  """Every `every_steps` steps, or when `every_minutes` have passed (decided on process 0), or at preemption."""
+  rules: list[policies.SaveDecisionPolicy] = []
+  if cfg.every_steps:
+    rules.append(policies.FixedIntervalPolicy(cfg.every_steps))
+  if cfg.every_minutes:
+    rules.append(policies.ContinuousCheckpointingPolicy(minimum_interval_secs=max(1, round(cfg.every_minutes * 60))))
+  rules.append(policies.PreemptionCheckpointingPolicy())
+  return policies.AnySavePolicy(rules)
+
+
+def _keep_policy(cfg: CheckpointConfig) -> policies.PreservationPolicy:
+  """The latest `keep_last`, plus every step divisible by `keep_every` (for learning-curve analysis)."""
+  rules: list[policies.PreservationPolicy] = [policies.LatestN(n=cfg.keep_last)]
+  if cfg.keep_every:
+    rules.append(policies.EveryNSteps(interval_steps=cfg.keep_every))
+  return policies.AnyPreservationPolicy(rules)
+
+
+def _leaf_sum(x: jax.Array) -> jax.Array:
+  """The sum of an array's bit patterns as uint32 words (wrapping): exact, and independent of sharding."""
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+  return jnp.sum(jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32), dtype=jnp.uint32)
+
+
+def make_fingerprint(mesh: jax.sharding.Mesh) -> Callable[[Any], list[int]]:
+  """A function giving one uint32 checksum per array of a tree; equal on every process and every mesh."""
+  sums = jax.jit(lambda tree: jnp.stack([_leaf_sum(x) for x in jax.tree.leaves(tree)]),
+                 out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+  def fingerprint(tree) -> list[int]:
+    return [int(v) for v in np.asarray(sums(tree).addressable_data(0))]
+
+  return fingerprint
+
+
+def _one_line(error: BaseException, limit: int = 240) -> str:
+  """The innermost cause of an error (Orbax wraps TensorStore's precise message), on one line."""
+  seen = {id(error)}
+  while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+    error = inner
+    seen.add(id(error))
+  text = " ".join(str(error).split()) or type(error).__name__
+  return f"{type(error).__name__}: {text[:limit]}"
+
+
+def _is_abandoned_read(unraisable) -> bool:
+  """Orbax's leftovers of a failed restore: read coroutines it dropped, and their callbacks into its closed loop."""
+  code = getattr(unraisable.object, "cr_code", None)
+  if code is not None and code.co_name == "_read_array_index_and_device_put":
+    return True
+  return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+
+
+def _quiet_abandoned_reads() -> None:
+  """Keeps a failed restore to its one-line report: Orbax's abandoned reads would print dozens of tracebacks.
+
+  They reach `sys.unraisablehook` (some only when collected, later); this wraps the hook once, passing
+  every other unraisable exception on unchanged.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "quiets_abandoned_reads", False):
+    return
+
+  def hook(unraisable) -> None:
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.quiets_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
+def first_difference(saved: Any, current: Any, path: str = "") -> str | None:
+  """The first key where two JSON values differ, as 'key: saved X, now Y', or None when equal."""
+  if isinstance(saved, dict) and isinstance(current, dict):
+    for key in sorted(set(saved) | set(current)):
+      found = first_difference(saved.get(key), current.get(key), f"{path}.{key}" if path else str(key))
+      if found:
+        return found
+    return None
+  if saved != current:
+    return f"{path}: saved {saved!r}, now {current!r}"
+  return None
+
+
+def all_processes_agree(ok: bool) -> bool:
+  """True when `ok` holds on every process (a collective on multi-process runs)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
+
+
+class Checkpointer:
+  """The run's CheckpointManager: periodic asynchronous saves, and restores that skip corrupt checkpoints.
+
+  `identity` (JSON: model, optimizer, train and data settings) is saved with every checkpoint; restoring
+  one saved by a different configuration or process count is a UserError, never a silent mix.
+  """
+
+  def __init__(self, directory: Path, cfg: CheckpointConfig, abstract_state: Any, state_shardings: Any,
+               mesh: jax.sharding.Mesh, identity: dict, say: Callable[[str], None] = lambda _: None):
+    self.directory = Path(directory).absolute()
+    self.cfg = cfg
+    self._identity = identity
+    self._say = say
+    self._target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                abstract_state, state_shardings)
+    self._fingerprint = make_fingerprint(mesh)
+    leftovers = ocp.step.tmp_checkpoints(self.directory) if self.directory.exists() else []
+    if leftovers:
+      say(f"removing {len(leftovers)} unfinished checkpoint save(s) in {self.directory}: {', '.join(sorted(leftovers))}")
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=_save_policy(cfg),
+        preservation_policy=_keep_policy(cfg),
+        enable_async_checkpointing=cfg.async_save,
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    """Committed checkpoint steps, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    """Whether the interval rules ask for a checkpoint after `step` steps."""
+    return self._manager.should_save(step)
+
+  def save(self, step: int, state: Any, data: grain.DatasetIterator, progress: Progress) -> None:
+    """Starts saving a checkpoint of `state` after `step` steps; returns once the arrays are off the device."""
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        "identity": self._identity,
+        "processes": jax.process_count(),
+        "fingerprint": self._fingerprint(state),
+        "progress": progress.to_json(),
+        "saved_at": time.time(),
+    }
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data),
+        meta=ocp.args.JsonSave(meta),
+    )
+    self._manager.save(step, args=args, force=True)
+
+  def wait(self) -> None:
+    """Blocks until the save in flight (if any) is committed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for the save in flight, then releases the manager's threads."""
+    self._manager.close()
+
+  def _check_compatible(self, step: int, meta: dict) -> None:
+    """A checkpoint from another configuration or process count is an error, not corruption."""
+    where = self.directory / str(step)
+    if meta.get("format") != FORMAT:
+      raise UserError(f"{where} has checkpoint format {meta.get('format')!r}; this version reads {FORMAT}")
+    difference = first_difference(meta.get("identity"), self._identity)
+    if difference:
+      raise UserError(f"{where} was saved by a run with a different configuration ({difference}); "
+                      "use a new --run_dir or the original config")
+    if meta.get("processes") != jax.process_count():
+      raise UserError(f"{where} was saved by {meta.get('processes')} processes, this run has {jax.process_count()}; "
+                      "the data-iterator state is per process")
+
+  def _try_restore(self, step: int, data: grain.DatasetIterator) -> tuple[Restored | None, str]:
+    """Loads one checkpoint into the current shardings; (None, reason) when it is incomplete or corrupt."""
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as e:  # noqa: BLE001  (any failure to read means the checkpoint is unusable)
+      return None, f"meta unreadable: {_one_line(e)}"
+    self._check_compatible(step, meta)
+    try:
+      loaded = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(self._target), data=grain.checkpoint.CheckpointRestore(data)))
+    except Exception as e:  # noqa: BLE001
+      _quiet_abandoned_reads()
+      gc.collect()  # the dropped read coroutines, now rather than at some later moment
+      return None, _one_line(e)
+    if self._fingerprint(loaded.state) != meta["fingerprint"]:
+      return None, "its arrays do not match the fingerprint saved with them"
+    return Restored(step, loaded.state, Progress.from_json(meta["progress"])), ""
+
+  def restore_latest(self, data: grain.DatasetIterator) -> Restored | None:
+    """Restores the newest usable checkpoint (and the data iterator); None when there is none at all.
+
+    Each unusable checkpoint is reported in one line and deleted once an older one has loaded (a newer
+    save at that step would otherwise be refused); if none loads, a UserError names the newest one.
+    """
+    self.wait()
+    bad: list[tuple[int, str]] = []
+    for step in reversed(self.steps()):
+      restored, reason = self._try_restore(step, data)
+      if not all_processes_agree(restored is not None):
+        reason = reason or "unusable on another process"
+        self._say(f"checkpoint {self.directory / str(step)} is incomplete or corrupt ({reason}); trying the previous one")
+        bad.append((step, reason))
+        continue
+      for broken, _ in bad:
+        self._manager.delete(broken)
+      return restored
+    if bad:
+      step, reason = bad[0]
+      raise UserError(f"checkpoint {self.directory / str(step)} is incomplete or corrupt ({reason}) "
+                      "and no earlier checkpoint is usable")
+    return None

@@ -1,0 +1,177 @@
+"""scaling.checkpoint in one process: save/restore, retention, corrupt and foreign checkpoints, metrics cut-back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gin
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from ckpt_testlib import tensorboard_steps
+from scaling import checkpoint, config, runs, sharding
+from scaling.errors import UserError
+from scaling.metrics import MetricsWriter
+
+IDENTITY = {"model": {"width": 32}, "seed": 0}
+
+
+class Harness:
+  """A Checkpointer over a small two-array state on one device, with a real grain iterator as the data."""
+
+  def __init__(self, directory: Path, identity: dict = IDENTITY, **cfg):
+    self.mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    abstract = {"w": jax.ShapeDtypeStruct((64, 32), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    self.data = iter(grain.MapDataset.range(1000).to_iter_dataset())
+    self.lines: list[str] = []
+    cfg = checkpoint.CheckpointConfig(**{"every_minutes": 0, **cfg})
+    self.ckpts = checkpoint.Checkpointer(directory, cfg, abstract, jax.tree.map(lambda _: replicated, abstract),
+                                         self.mesh, identity, self.lines.append)
+
+  def state(self, step: int) -> dict:
+    w = jnp.arange(64 * 32, dtype=jnp.float32).reshape(64, 32) * (step + 1)
+    return {"w": w, "step": jnp.int32(step)}
+
+  def save(self, step: int, progress: checkpoint.Progress | None = None) -> None:
+    next(self.data)
+    self.ckpts.save(step, self.state(step), self.data, progress or checkpoint.Progress())
+    self.ckpts.wait()
+
+
+@pytest.fixture
+def harness(tmp_path):
+  """Makes Harnesses over tmp_path/ckpt and closes their managers (threads) after the test."""
+  made: list[Harness] = []
+
+  def make(**kwargs) -> Harness:
+    made.append(Harness(tmp_path / "ckpt", **kwargs))
+    return made[-1]
+
+  yield make
+  for h in made:
+    h.ckpts.close()
+
+
+def _largest_file(step_dir: Path) -> Path:
+  return max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_config_rejects_bad_values_with_the_knob_name():
+  gin.clear_config()
+  gin.bind_parameter("checkpoint.keep_last", 0)
+  with pytest.raises(UserError, match="checkpoint.keep_last must be an integer >= 1"):
+    config.build(checkpoint.checkpoint_config)
+  gin.clear_config()
+  with pytest.raises(ValueError, match="checkpoint.on_divergence must be one of"):
+    checkpoint.CheckpointConfig(on_divergence="ignore")
+
+
+def test_progress_round_trips_float32_exactly_through_json():
+  window = [{"train_loss": np.float32(1 / 3), "grad_norm": np.float32(7.1e-5), "lr": np.float32(3e-3)}]
+  progress = checkpoint.Progress(window, 1.5, [21, 21], 2)
+  back = checkpoint.Progress.from_json(json.loads(json.dumps(progress.to_json())))
+  assert back == progress
+  assert all(type(v) is np.float32 for v in back.window[0].values())
+
+
+def test_fingerprint_is_exact_and_sees_one_flipped_bit():
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  fingerprint = checkpoint.make_fingerprint(mesh)
+  tree = {"a": jnp.linspace(0, 1, 1000, dtype=jnp.float32), "b": jnp.ones((3,), jnp.bfloat16), "c": jnp.bool_(True)}
+  flipped = dict(tree, a=tree["a"].at[500].set(jnp.nextafter(tree["a"][500], 2.0)))
+  assert fingerprint(tree) == fingerprint(jax.tree.map(jnp.copy, tree))
+  assert fingerprint(tree) != fingerprint(flipped)
+
+
+def test_save_and_restore_state_data_position_and_progress(harness):
+  h = harness()
+  progress = checkpoint.Progress([{"train_loss": np.float32(2.5), "grad_norm": np.float32(1), "lr": np.float32(0)}], 0.25)
+  h.save(1)
+  h.save(2, progress)
+  for _ in range(5):
+    next(h.data)
+  restored = h.ckpts.restore_latest(h.data)
+  assert (restored.step, restored.progress) == (2, progress)
+  np.testing.assert_array_equal(restored.state["w"], h.state(2)["w"])
+  assert next(h.data) == 2  # the iterator continues after the two elements drawn before the save
+  assert h.lines == []
+
+
+def test_interval_and_retention_keep_last_k_and_every_m(harness):
+  h = harness(every_steps=3, keep_last=2, keep_every=4)
+  assert [s for s in range(1, 10) if h.ckpts.should_save(s)] == [3, 6, 9]
+  for step in range(1, 10):
+    h.save(step)
+  assert h.ckpts.steps() == [4, 8, 9]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite"])
+def test_corrupt_latest_falls_back_to_the_previous_with_one_line(tmp_path, harness, damage):
+  h = harness()
+  h.save(1)
+  h.save(2)
+  target = _largest_file(tmp_path / "ckpt" / "2")
+  content = target.read_bytes()
+  if damage == "truncate":
+    target.write_bytes(content[: len(content) // 2])
+  else:  # same length, different bytes in the middle: only the fingerprint can tell
+    middle = len(content) // 2
+    target.write_bytes(content[:middle] + bytes(b ^ 0x55 for b in content[middle:middle + 64]) + content[middle + 64:])
+  restored = h.ckpts.restore_latest(h.data)
+  assert restored.step == 1
+  np.testing.assert_array_equal(restored.state["w"], h.state(1)["w"])
+  assert len(h.lines) == 1 and "\n" not in h.lines[0]
+  assert h.lines[0].startswith(f"checkpoint {tmp_path / 'ckpt' / '2'} is incomplete or corrupt (")
+  assert h.lines[0].endswith("); trying the previous one")
+  assert h.ckpts.steps() == [1]  # the broken one is gone, so step 2 can be saved again
+  h.save(2)
+  assert h.ckpts.restore_latest(h.data).step == 2
+
+
+def test_corrupt_checkpoint_without_a_good_predecessor_is_a_user_error(tmp_path, harness):
+  h = harness()
+  h.save(5)
+  (tmp_path / "ckpt" / "5" / "meta" / "metadata").write_text("{not json")
+  with pytest.raises(UserError, match=r"checkpoint .*/5 is incomplete or corrupt \(meta unreadable: .*\) and no "
+                                      "earlier checkpoint is usable"):
+    h.ckpts.restore_latest(h.data)
+  assert h.ckpts.steps() == [5]  # kept for inspection
+
+
+def test_checkpoint_of_another_configuration_is_refused_and_kept(harness):
+  harness().save(3)
+  other = harness(identity={"model": {"width": 64}, "seed": 0})
+  with pytest.raises(UserError, match=r"different configuration \(model.width: saved 32, now 64\)"):
+    other.ckpts.restore_latest(other.data)
+  assert other.ckpts.steps() == [3]
+
+
+def test_unfinished_save_directories_are_reported_and_removed(tmp_path, harness):
+  harness().save(1)
+  (tmp_path / "ckpt" / "2.orbax-checkpoint-tmp").mkdir()
+  h = harness()
+  assert h.lines == [f"removing 1 unfinished checkpoint save(s) in {tmp_path / 'ckpt'}: 2.orbax-checkpoint-tmp"]
+  h.save(3)
+  assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1", "3"]
+
+
+def test_metrics_and_tensorboard_are_cut_back_to_the_resume_step(tmp_path):
+  writer = MetricsWriter(tmp_path)
+  for step in (4, 8, 12, 16):
+    writer.write({"step": step, "train_loss": 1.0 / step})
+  writer.close()
+  resumed = MetricsWriter(tmp_path, start_step=8)
+  assert [r["step"] for r in resumed.kept] == [4, 8]
+  resumed.write({"step": 12, "train_loss": 0.5})
+  assert [r["step"] for r in resumed.rewind(4)] == [4]
+  resumed.write({"step": 8, "train_loss": 0.25})
+  resumed.close()
+  assert [r["step"] for r in runs.read_metrics(tmp_path)] == [4, 8]
+  assert sorted(tensorboard_steps(tmp_path)) == [4, 8]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "tb"]
