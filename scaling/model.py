@@ -47,6 +47,7 @@ class ModelConfig:
   init_std: float = 0.02
   norm_eps: float = 1e-6
   unroll_layers: bool = False  # unrolled layers: exact XLA cost analysis, sometimes faster when shallow
+  attention_blocks: int = 1  # >1: causal attention in query blocks that skip keys above the diagonal
 
   def __post_init__(self):
     for name in ("vocab_size", "width", "depth", "heads", "kv_heads", "head_dim", "mlp_width"):
@@ -63,6 +64,8 @@ class ModelConfig:
       raise ValueError(f"model.compute_dtype must be one of {tuple(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"model.remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}")
+    if not isinstance(self.attention_blocks, int) or self.attention_blocks < 1:
+      raise ValueError(f"model.attention_blocks must be a positive integer, got {self.attention_blocks!r}")
     if not self.z_loss >= 0:
       raise ValueError(f"model.z_loss must be >= 0, got {self.z_loss!r}")
 
@@ -114,6 +117,32 @@ def project(x_BLI: jax.Array, w: jax.Array) -> jax.Array:
   return out.reshape(B, L, *w.shape[x_BLI.ndim - 2 :])
 
 
+def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1) -> jax.Array:
+  """Causal self-attention within segments, via `jax.nn.dot_product_attention`.
+
+  With blocks > 1 (and L divisible by it), query block i attends only to keys [0, (i+1) L/blocks):
+  exact, and (blocks+1)/(2 blocks) of the work, since scores above the diagonal are never computed.
+  """
+  length = q_BLHE.shape[1]
+
+  def same_segment(q_slice: slice, k_end: int):
+    if segment_ids_BL is None:
+      return None
+    return segment_ids_BL[:, None, q_slice, None] == segment_ids_BL[:, None, None, :k_end]
+
+  if blocks == 1 or length % blocks:
+    return jax.nn.dot_product_attention(q_BLHE, k_BLKE, v_BLKE, mask=same_segment(slice(None), length), is_causal=True)
+  size = length // blocks
+  outs = []
+  for i in range(blocks):
+    lo, hi = i * size, (i + 1) * size
+    mask = (jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :])[None, None]
+    if segment_ids_BL is not None:
+      mask = mask & same_segment(slice(lo, hi), hi)
+    outs.append(jax.nn.dot_product_attention(q_BLHE[:, lo:hi], k_BLKE[:, :hi], v_BLKE[:, :hi], mask=mask))
+  return jnp.concatenate(outs, axis=1)
+
+
 class Block(nnx.Module):
   """One pre-norm Transformer layer: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -139,10 +168,7 @@ class Block(nnx.Module):
     v_BLKE = project(x_BLD, self.wv[...].astype(dt))
     q_BLHE = constrain(rotary(q_BLHE, sin_cos), ("act_batch", "act_seq", "act_heads", None))
     k_BLKE = constrain(rotary(k_BLKE, sin_cos), ("act_batch", "act_seq", "act_kv_heads", None))
-    mask = None
-    if segment_ids_BL is not None:
-      mask = (segment_ids_BL[:, None, :, None] == segment_ids_BL[:, None, None, :])
-    out_BLHE = jax.nn.dot_product_attention(q_BLHE, k_BLKE, v_BLKE, mask=mask, is_causal=True)
+    out_BLHE = causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, self.cfg.attention_blocks)
     return project(out_BLHE, self.wo[...].astype(dt))
 
   def feed_forward(self, x_BLD):

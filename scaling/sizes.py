@@ -106,6 +106,7 @@ def model_config(
     z_loss: float = 0.0,
     init_std: float = 0.02,
     unroll_layers: bool = False,
+    attention_blocks: int = 1,
 ) -> ModelConfig:
   """The gin knobs of the model: a size name, a target non-embedding count, or an explicit shape.
 
@@ -147,5 +148,6 @@ def model_config(
       z_loss=z_loss,
       init_std=init_std,
       unroll_layers=unroll_layers,
+      attention_blocks=attention_blocks,
       **shape,
   )

@@ -18,7 +18,9 @@ def _logits(cfg, inputs, seed=0, **kw):
   return np.asarray(model(jnp.asarray(inputs), **kw))
 
 
-@pytest.mark.parametrize("cfg", [BASE, dataclasses.replace(BASE, mlp="gelu", tie_embeddings=True, kv_heads=4)])
+@pytest.mark.parametrize(
+    "cfg", [BASE, dataclasses.replace(BASE, mlp="gelu", tie_embeddings=True, kv_heads=4, attention_blocks=4)]
+)
 def test_changing_token_t_never_changes_earlier_logits(cfg, rng):
   inputs = rng.integers(0, cfg.vocab_size, (2, 16))
   before = _logits(cfg, inputs)
@@ -39,11 +41,19 @@ def test_segments_do_not_see_each_other(rng):
   np.testing.assert_allclose(packed[:, 8:], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_remat_and_unroll_do_not_change_the_function(rng):
+def test_remat_unroll_and_attention_blocks_do_not_change_the_function(rng):
   inputs = rng.integers(0, 64, (2, 16))
+  seg = jnp.asarray(np.array([[1] * 5 + [2] * 11, [1] * 12 + [2] * 4]))
+  pos = jnp.asarray(np.array([list(range(5)) + list(range(11)), list(range(12)) + list(range(4))]))
   ref = _logits(BASE, inputs)
-  for cfg in (dataclasses.replace(BASE, remat="full"), dataclasses.replace(BASE, unroll_layers=True)):
-    np.testing.assert_allclose(_logits(cfg, inputs), ref, rtol=1e-5, atol=1e-5)
+  ref_seg = _logits(BASE, inputs, positions_BL=pos, segment_ids_BL=seg)
+  variants = [dict(remat="full"), dict(unroll_layers=True), dict(attention_blocks=2), dict(attention_blocks=4),
+              dict(attention_blocks=3)]  # 3 does not divide 16: falls back to one block
+  for kw in variants:
+    cfg = dataclasses.replace(BASE, **kw)
+    np.testing.assert_allclose(_logits(cfg, inputs), ref, rtol=1e-5, atol=1e-5, err_msg=str(kw))
+    got = _logits(cfg, inputs, positions_BL=pos, segment_ids_BL=seg)
+    np.testing.assert_allclose(got, ref_seg, rtol=1e-5, atol=1e-5, err_msg=str(kw))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits(rng):
