@@ -92,6 +92,7 @@ def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float |
   per_token = flops.flops_per_token(m, t.seq_len)
   per_token["xla"] = xla_per_token
   tokenizer = cfgs.dataset.tokenizer
+  steps, tokens_actual, rounding = t.plan
   return {
       "run_id": run_dir.name,
       "params_total": counts["total"],
@@ -99,9 +100,9 @@ def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float |
       "params_non_embedding": counts["non_embedding"],
       "params_convention": "embedding = input table + output layer (once if tied); non_embedding = the rest",
       "tokens_planned": t.tokens,
-      "tokens_actual": t.steps * t.tokens_per_step,
-      "tokens_rounding": t.steps * t.tokens_per_step - t.tokens,
-      "steps": t.steps,
+      "tokens_actual": tokens_actual,
+      "tokens_rounding": rounding,
+      "steps": steps,
       "tokens_per_step": t.tokens_per_step,
       "flops_per_token": per_token,
       "flops_convention_mfu": flops.MFU_CONVENTION,
@@ -117,7 +118,7 @@ def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float |
       "dataset": cfgs.dataset.name,
       "dataset_info": cfgs.dataset.info,
       "unique_tokens": t.unique_tokens,
-      "epochs": cfgs.dataset.epochs(t.steps * t.tokens_per_step, t.seq_len, t.global_batch, t.unique_tokens),
+      "epochs": cfgs.dataset.epochs(tokens_actual, t.seq_len, t.global_batch, t.unique_tokens),
       "model": dataclasses.asdict(m),
       "train": dataclasses.asdict(t),
       "optimizer": dataclasses.asdict(cfgs.optimizer),
@@ -282,8 +283,9 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
     if not (is_record or saving):
       continue
     window = jax.device_get(window)
-    if _first_nonfinite(window) is not None:
-      step, state, progress = _diverged(s, step, window, time.perf_counter() - window_start, progress)
+    nonfinite = _first_nonfinite(window)
+    if nonfinite is not None:
+      step, state, progress = _diverged(s, step, window, nonfinite, time.perf_counter() - window_start, progress)
       s.step = step
       record = s.writer.kept[-1] if s.writer.kept else {}
       window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
@@ -310,13 +312,14 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
   return record
 
 
-def _diverged(s: _Session, step: int, window: list[dict], elapsed: float, progress: checkpoint.Progress):
+def _diverged(s: _Session, step: int, window: list[dict], nonfinite: tuple[int, str], elapsed: float,
+              progress: checkpoint.Progress):
   """The divergence guard: fails the run (UserError) or rolls it back, returning (step, state, progress) to go on from.
 
   A rollback restores the last checkpoint (or the initial state) and marks the offending step's batch to be
   skipped; after `checkpoint.max_rollbacks` of them the run fails instead.
   """
-  index, metric = _first_nonfinite(window)
+  index, metric = nonfinite
   offending = step - len(window) + 1 + index
   reason = f"non-finite {metric} at step {offending}"
   if s.ckpt.on_divergence != "rollback" or progress.rollbacks >= s.ckpt.max_rollbacks:

@@ -7,6 +7,7 @@ The token budget `train.tokens` fixes the number of steps; the jitted step is a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -72,10 +73,14 @@ class TrainConfig:
   def tokens_per_step(self) -> int:
     return self.global_batch * self.seq_len
 
+  @functools.cached_property
+  def plan(self) -> tuple[int, int, int]:
+    """(steps, tokens_actual, rounding) for the budget: the fewest whole batches that reach it (`plan_steps`)."""
+    return plan_steps(self.tokens, self.global_batch, self.seq_len)
+
   @property
   def steps(self) -> int:
-    """Optimizer steps for the budget: the fewest whole batches that reach it (see `plan_steps`)."""
-    return plan_steps(self.tokens, self.global_batch, self.seq_len)[0]
+    return self.plan[0]
 
 
 @gin.configurable("train")
