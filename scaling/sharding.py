@@ -61,9 +61,12 @@ def parse_mesh(text: str, num_devices: int) -> tuple[int, int, int]:
 
 
 def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh with Auto axes, so XLA propagates shardings between annotations."""
-  devices = jax.devices() if devices is None else devices
-  if devices is jax.devices():
+  """A (data, fsdp, tensor) mesh with Auto axes, so XLA propagates shardings between annotations.
+
+  Over all devices, `jax.make_mesh` orders them by the physical topology (it matters on TPU slices);
+  explicit `devices` are used in the order given.
+  """
+  if devices is None:
     return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
