@@ -212,11 +212,13 @@ class Checkpointer:
   """
 
   def __init__(self, directory: Path, cfg: CheckpointConfig, abstract_state: Any, state_shardings: Any,
-               mesh: jax.sharding.Mesh, identity: dict, say: Callable[[str], None] = lambda _: None):
+               mesh: jax.sharding.Mesh, identity: dict, say: Callable[[str], None] = lambda _: None,
+               branch_check: Callable[[dict, dict], str | None] | None = None):
     self.directory = Path(directory).absolute()
     self.cfg = cfg
     self._identity = identity
     self._say = say
+    self._branch_check = branch_check
     self._target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                 abstract_state, state_shardings)
     self._fingerprint = make_fingerprint(mesh)
@@ -296,6 +298,37 @@ class Checkpointer:
     if self._fingerprint(loaded.state) != meta["fingerprint"]:
       return None, "its arrays do not match the fingerprint saved with them"
     return Restored(step, loaded.state, Progress.from_json(meta["progress"])), ""
+
+  def restore_branch(self, parent_dir: Path, step: int | None, data: grain.DatasetIterator) -> Restored:
+    """Loads another run's checkpoint (newest, or at `step`) to start a branch from: state, data position, window.
+
+    The parent's directory is opened read-only; its identity must pass `branch_check` (same model, data
+    order and batch geometry), while the token budget and the schedule may differ.
+    """
+    directory = Path(parent_dir).absolute() / "checkpoints"
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    try:
+      steps = sorted(manager.all_steps())
+      if not steps:
+        raise UserError(f"--branch_from: {parent_dir} has no committed checkpoint")
+      step = steps[-1] if step is None else step
+      if step not in steps:
+        raise UserError(f"--branch_from: {parent_dir} has no checkpoint at step {step}; it has {steps}")
+      meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      if meta.get("processes") != jax.process_count():
+        raise UserError(f"--branch_from: {directory / str(step)} was saved by {meta.get('processes')} processes, "
+                        f"this run has {jax.process_count()}")
+      difference = self._branch_check(meta.get("identity") or {}, self._identity) if self._branch_check else None
+      if difference:
+        raise UserError(f"--branch_from: {directory / str(step)} was saved by another model or data order ({difference})")
+      loaded = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(self._target), data=grain.checkpoint.CheckpointRestore(data)))
+    finally:
+      manager.close()
+    if self._fingerprint(loaded.state) != meta["fingerprint"]:
+      raise UserError(f"--branch_from: {directory / str(step)} is corrupt (its arrays do not match their fingerprint)")
+    progress = Progress.from_json(meta["progress"])
+    return Restored(step, loaded.state, Progress(progress.window, progress.window_elapsed_s))
 
   def restore_latest(self, data: grain.DatasetIterator) -> Restored | None:
     """Restores the newest usable checkpoint (and the data iterator); None when there is none at all.

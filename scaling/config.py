@@ -6,6 +6,7 @@ naming the file or binding, raised before any work starts.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,9 +16,11 @@ import gin
 
 from scaling.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = REPO_ROOT / "configs"
+PACKAGE_ROOT = Path(__file__).resolve().parent
+CONFIGS = PACKAGE_ROOT / "configs"  # shipped inside the package, so `pip install .` runs the default anywhere
+REPO_ROOT = PACKAGE_ROOT.parent  # a checkout's root (its top-level `configs` links to the package's)
 DEFAULT_EXPERIMENT = CONFIGS / "experiments" / "default.gin"
+SEARCH_PATH = (PACKAGE_ROOT, CONFIGS)  # `include 'configs/models/gpt.gin'` and `include 'models/gpt.gin'` both resolve
 
 T = TypeVar("T")
 
@@ -28,15 +31,32 @@ def _one_line(error: BaseException) -> str:
   return " | ".join(lines[:3]) if lines else type(error).__name__
 
 
+def _plain_files_only() -> None:
+  """Reads gin files from the file system only.
+
+  gin also probes every path as a Python package resource; with a checkout on PYTHONPATH that probe
+  imports the top-level `configs/` directory as a package and fails, and elsewhere it logs a spurious
+  "Path not found" for every include. Our configs are plain files, so the probe is dropped.
+  """
+  gin.config._FILE_READERS[:] = [(r, check) for r, check in gin.config._FILE_READERS if check is os.path.isfile]
+
+
+def resolve_gin_file(name: str) -> Path:
+  """A gin file given on the command line: as a path, else under the package's configs/ (or the package)."""
+  for candidate in (Path(name), CONFIGS / name, PACKAGE_ROOT / name):
+    if candidate.is_file():
+      return candidate
+  raise UserError(f"gin file {name!r} does not exist")
+
+
 def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files (with includes resolved against the repo and configs/) and bindings."""
+  """Parses gin files (with includes resolved against the package and its configs/) and bindings."""
   gin.clear_config()
-  for root in (REPO_ROOT, CONFIGS):
+  _plain_files_only()
+  for root in SEARCH_PATH:
     if str(root) not in gin.config._LOCATION_PREFIXES:  # add_config_file_search_path does not dedupe
       gin.add_config_file_search_path(str(root))
-  for f in gin_files:
-    if not Path(f).is_file() and not (CONFIGS / f).is_file() and not (REPO_ROOT / f).is_file():
-      raise UserError(f"gin file {f!r} does not exist")
+  gin_files = [str(resolve_gin_file(f)) for f in gin_files]
   errors = (ValueError, SyntaxError, IOError, KeyError, TypeError)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)

@@ -20,7 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from scaling import checkpoint, config, flops, hardware, runs, sharding
+from scaling import cache, checkpoint, config, flops, hardware, runs, sharding
+from scaling.console import TrainDisplay
 from scaling.errors import UserError
 from scaling.metrics import MetricsWriter
 from scaling.model import ModelConfig, param_counts, tree_param_counts
@@ -140,10 +141,53 @@ def _reporter(is_writer: bool) -> Callable[[str], None]:
   return say
 
 
-def run_identity(info: dict) -> dict:
-  """What must not change when a run resumes: model, optimizer, training and data settings (JSON)."""
-  keys = ("model", "optimizer", "train", "dataset", "tokenizer", "seed", "tokens_planned")
-  return json.loads(json.dumps({k: info[k] for k in keys}, sort_keys=True, default=str))
+# Settings that change what is measured or when, but not the trained function: a run may resume with others.
+CADENCE_KNOBS = ("eval_every", "eval_tokens", "log_every")
+# What a branch must share with its parent: the model, the data and its order, and the batch geometry.
+BRANCH_KEYS = ("model", "dataset", "tokenizer", "seed")
+BRANCH_TRAIN_KNOBS = ("seq_len", "global_batch", "seed", "unique_tokens")
+
+
+def run_identity(cfgs: RunConfigs) -> dict:
+  """What must not change when a run resumes: model, optimizer, training and data settings (JSON).
+
+  Evaluation and logging cadence are left out (they do not alter the trained function), and so is the
+  checkpoint policy, which is not a training setting at all.
+  """
+  train = {k: v for k, v in dataclasses.asdict(cfgs.train).items() if k not in CADENCE_KNOBS}
+  identity = {"model": dataclasses.asdict(cfgs.model), "optimizer": dataclasses.asdict(cfgs.optimizer), "train": train,
+              "dataset": cfgs.dataset.name, "tokenizer": cfgs.dataset.tokenizer.identity(), "seed": cfgs.train.seed,
+              "tokens_planned": cfgs.train.tokens}
+  return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def info_identity(info: dict) -> dict:
+  """The resume identity recorded in an existing run.json (as `run_identity` computes it)."""
+  train = {k: v for k, v in info.get("train", {}).items() if k not in CADENCE_KNOBS}
+  identity = {"model": info.get("model"), "optimizer": info.get("optimizer"), "train": train,
+              "dataset": info.get("dataset"), "tokenizer": info.get("tokenizer"), "seed": info.get("seed"),
+              "tokens_planned": info.get("tokens_planned")}
+  return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def branch_difference(parent: dict, child: dict) -> str | None:
+  """Why a run with identity `child` cannot branch from a checkpoint with identity `parent` (None: it can)."""
+  pick = lambda ident: {**{k: ident.get(k) for k in BRANCH_KEYS},
+                        "train": {k: ident.get("train", {}).get(k) for k in BRANCH_TRAIN_KNOBS}}
+  return checkpoint.first_difference(pick(parent), pick(child))
+
+
+def parse_branch(text: str | None) -> tuple[Path, int | None] | None:
+  """`OLD_DIR[@STEP]` -> (OLD_DIR, STEP or None for the newest checkpoint)."""
+  if not text:
+    return None
+  path, _, step = text.rpartition("@") if "@" in text else (text, "", "")
+  if step and not step.isdigit():
+    raise UserError(f"--branch_from={text!r}: the step after '@' must be a whole number")
+  parent = Path(path)
+  if not (parent / "checkpoints").is_dir():
+    raise UserError(f"--branch_from: {parent} is not a run directory with checkpoints")
+  return parent, int(step) if step else None
 
 
 def _first_nonfinite(window: list[dict]) -> tuple[int, str] | None:
@@ -175,52 +219,143 @@ class _Session:
   is_writer: bool
   say: Callable[[str], None]
   preemption: PreemptionWatch
+  status: runs.StatusKeeper
+  display: TrainDisplay
+  branch: tuple[Path, int | None] | None = None
   step: int = 0
 
   def set_status(self, state: str, step: int, reason: str = "") -> None:
-    if self.is_writer:
-      runs.set_status(self.run_dir, state, step, reason)
+    self.status.set(state, step, reason)
 
   def restore(self) -> tuple[int, Any, checkpoint.Progress]:
-    """The newest usable checkpoint, or the initial state and data position when there is none."""
+    """The newest usable checkpoint, else the branch parent's, else the initial state and data position."""
     restored = self.checkpoints.restore_latest(self.data)
+    if restored is None and self.branch is not None:
+      restored = self.checkpoints.restore_branch(*self.branch, self.data)
     if restored is not None:
       return restored.step, restored.state, restored.progress
     self.data.set_state(self.fresh_data)
     return 0, init_state(self.program, self.train.seed), checkpoint.Progress()
 
 
-def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable | None = None) -> dict:
+def check_attention_blocks(cfgs: RunConfigs) -> None:
+  """model.attention_blocks must divide train.seq_len (the blocked path would otherwise not apply)."""
+  blocks = cfgs.model.attention_blocks
+  if cfgs.train.seq_len % blocks:
+    raise UserError(f"model.attention_blocks={blocks} does not divide train.seq_len={cfgs.train.seq_len}")
+
+
+def check_existing(run_dir: Path, identity: dict, status: dict) -> None:
+  """A run directory holding another configuration's run is refused (a done one too) before any work."""
+  info = runs.read_run_info(run_dir)
+  if info is None:
+    return
+  difference = checkpoint.first_difference(info_identity(info), identity)
+  if difference is None:
+    return
+  if status["state"] == "done":
+    raise UserError(f"{run_dir} is done, but its config differs from this one ({difference}); "
+                    "use a new --run_dir, or the run's own config.gin")
+  raise UserError(f"{run_dir} was started with a different configuration ({difference}); "
+                  "use a new --run_dir or the original config")
+
+
+def repetition_note(cfgs: RunConfigs) -> str | None:
+  """A line saying that the run repeats data (D exceeds the unique tokens), or None when it does not."""
+  t = cfgs.train
+  epochs = cfgs.dataset.epochs(t.plan[1], t.seq_len, t.global_batch, t.unique_tokens)
+  if epochs is None or epochs <= 1.0:
+    return None
+  unique = t.unique_tokens if t.unique_tokens is not None else cfgs.dataset.train_tokens
+  what = "train.unique_tokens" if t.unique_tokens is not None else f"the training split of {cfgs.dataset.name}"
+  return f"repeating data: D = {t.plan[1]:,} tokens is {epochs:.2f} epochs of {what} ({unique:,} unique tokens)"
+
+
+def _eval_batch_size(t: TrainConfig) -> int:
+  """Evaluation runs in microbatches of the training step's, so it never needs more memory than a step."""
+  return t.global_batch // t.grad_accum
+
+
+def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable | None = None,
+        branch_from: str | None = None) -> dict:
   """Trains one run into `run_dir` from the parsed gin config, resuming from its checkpoints; returns the last record.
 
-  `stream_wrapper`, if given, is applied to the training iterator (it must keep get_state/set_state), to
-  filter or instrument batches.
+  `branch_from` (`OLD_DIR[@STEP]`) starts a new run from another run's checkpoint: parameters, optimizer
+  state and data position. `stream_wrapper`, if given, is applied to the training iterator (it must keep
+  get_state/set_state), to filter or instrument batches.
   """
-  run_dir = Path(run_dir)
+  run_dir = runs.check_run_dir(Path(run_dir))
   cfgs = resolve_configs()
   ckpt_cfg = config.build(checkpoint.checkpoint_config)
   mesh_shape = sharding.parse_mesh(mesh_text, jax.device_count())
   check_fits_mesh(cfgs.train, mesh_shape)
+  check_attention_blocks(cfgs)
+  branch = parse_branch(branch_from)
+  identity = run_identity(cfgs)
   status = runs.read_status(run_dir)
+  check_existing(run_dir, identity, status)
   if status["state"] == "done":
     print(f"scaling train: {run_dir} is already done (step {status['step']}); nothing to do", file=sys.stderr)
     return status
-  run_dir.mkdir(parents=True, exist_ok=True)
-  with PreemptionWatch() as preemption:  # from here on, SIGTERM means: save at the next step boundary
-    return _build_and_train(run_dir, cfgs, ckpt_cfg, mesh_shape, preemption, stream_wrapper)
+  if branch is not None:
+    _check_branch_parent(branch[0], identity)
+  t, pi, pc = cfgs.train, jax.process_index(), jax.process_count()
+  eval_batches = cfgs.dataset.eval_batches(seq_len=t.seq_len, batch_size=_eval_batch_size(t), num_tokens=t.eval_tokens,
+                                           process_index=pi, process_count=pc)
+  is_writer = pi == 0
+  say = _reporter(is_writer)
+  note = repetition_note(cfgs)
+  if note:
+    say(note)
+  run_dir.mkdir(exist_ok=True)
+  keeper = runs.StatusKeeper(run_dir, enabled=is_writer)
+  keeper.set("running", status.get("step", 0), "starting")
+  cache.enable_compilation_cache()
+  try:
+    with PreemptionWatch() as preemption:  # from here on, SIGTERM means: save at the next step boundary
+      return _build_and_train(run_dir, cfgs, ckpt_cfg, mesh_shape, preemption, stream_wrapper, identity,
+                              eval_batches, keeper, say, branch)
+  except BaseException as e:
+    if keeper.state == "running":
+      reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+      keeper.set("failed", keeper.step, reason.splitlines()[0] if reason else type(e).__name__)
+    raise
+  finally:
+    keeper.stop()
+
+
+def _check_branch_parent(parent: Path, identity: dict) -> None:
+  """The parent run must have the same model, data and batch geometry as the branch (checked on run.json)."""
+  info = runs.read_run_info(parent)
+  if info is None:
+    raise UserError(f"--branch_from: {parent} has no run.json")
+  difference = branch_difference(info_identity(info), identity)
+  if difference:
+    raise UserError(f"--branch_from: {parent} trained another model or data order ({difference})")
+
+
+def xla_flops_cached(cfgs: RunConfigs) -> float | None:
+  """The `xla` FLOPs per token, compiled once per (model, optimizer, batch) and then read from the cache."""
+  t = cfgs.train
+  key = {"model": dataclasses.asdict(cfgs.model), "optimizer": dataclasses.asdict(cfgs.optimizer),
+         "global_batch": t.global_batch, "seq_len": t.seq_len, "jax": jax.__version__,
+         "backend": jax.default_backend()}
+  return cache.cached_value("xla_flops", key, lambda: xla_flops_per_token(cfgs.model, cfgs.optimizer, t))
 
 
 def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.CheckpointConfig, mesh_shape,
-                     preemption: PreemptionWatch, stream_wrapper: Callable | None) -> dict:
+                     preemption: PreemptionWatch, stream_wrapper: Callable | None, identity: dict,
+                     eval_host_batches: list, keeper: runs.StatusKeeper, say: Callable[[str], None],
+                     branch: tuple[Path, int | None] | None) -> dict:
   """Compiles the run's program, restores its newest usable checkpoint (if any) and trains to the end."""
   is_writer = jax.process_index() == 0
   t = cfgs.train
   mesh = sharding.make_mesh(mesh_shape)
   program = build_program(cfgs.model, cfgs.optimizer, t, mesh)
   train_step = compile_train_step(program, t)
-  eval_step = compile_eval_step(program, t.global_batch, t.seq_len)
+  eval_step = compile_eval_step(program, _eval_batch_size(t), t.seq_len)
   peak, peak_source = hardware.peak_flops(jax.devices())
-  info = run_info(run_dir, cfgs, mesh_shape, xla_flops_per_token(cfgs.model, cfgs.optimizer, t), peak, peak_source)
+  info = run_info(run_dir, cfgs, mesh_shape, xla_flops_cached(cfgs), peak, peak_source)
   if tree_param_counts(program.abstract_state.params)["total"] != info["params_total"]:
     raise AssertionError("closed-form parameter count disagrees with the parameter tree")
 
@@ -230,38 +365,61 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
   )
   if stream_wrapper is not None:
     data = stream_wrapper(data)
-  eval_batches = _device_batches(
-      cfgs.dataset.eval_batches(seq_len=t.seq_len, batch_size=t.global_batch, num_tokens=t.eval_tokens, process_index=pi, process_count=pc),
-      mesh,
-  )
-  say = _reporter(is_writer)
   checkpoints = checkpoint.Checkpointer(
-      run_dir / "checkpoints", ckpt_cfg, program.abstract_state, program.state_shardings, mesh, run_identity(info), say)
+      run_dir / "checkpoints", ckpt_cfg, program.abstract_state, program.state_shardings, mesh, identity, say,
+      branch_check=branch_difference)
   session = _Session(
       run_dir=run_dir, train=t, ckpt=ckpt_cfg, program=program, train_step=train_step, eval_step=eval_step,
-      eval_batches=eval_batches, data=data, fresh_data=data.get_state(), checkpoints=checkpoints,
-      writer=MetricsWriter(run_dir, enabled=False), flops_per_token=info["flops_per_token"][flops.MFU_CONVENTION],
-      peak=peak, is_writer=is_writer, say=say, preemption=preemption)
+      eval_batches=_device_batches(eval_host_batches, mesh), data=data, fresh_data=data.get_state(),
+      checkpoints=checkpoints, writer=MetricsWriter(run_dir, enabled=False),
+      flops_per_token=info["flops_per_token"][flops.MFU_CONVENTION], peak=peak, is_writer=is_writer, say=say,
+      preemption=preemption, status=keeper, display=TrainDisplay(t.steps, enabled=is_writer, every=t.log_every),
+      branch=branch)
   try:
     step, state, progress = session.restore()
     session.step = step
-    if step:
+    own = checkpoints.steps()
+    if step and own:
       say(f"resuming {run_dir} from its checkpoint at step {step}")
+    elif step:
+      say(f"branching {run_dir} from {branch[0]} at step {step}")
+      info["parent"] = {"run_dir": str(branch[0].absolute()), "run_id": branch[0].absolute().name, "step": step}
     elif runs.read_metrics(run_dir):
       say(f"{run_dir} has metrics but no checkpoint; starting again from step 0")
+    if step > t.steps:
+      raise UserError(f"--branch_from step {step} is past this run's last step {t.steps} (train.tokens = {t.tokens})")
     if is_writer:
-      runs.write_text_atomic(run_dir / "config.gin", config.operative_config())
-      runs.write_json_atomic(run_dir / "run.json", info)
+      runs.write_config(run_dir, config.operative_config())
+      _keep_parent(run_dir, info)
+      runs.write_run_info(run_dir, info)
+      if step and not own and not runs.read_metrics(run_dir):
+        runs.write_metrics(run_dir, [r for r in runs.read_metrics(branch[0]) if r["step"] <= step])
     session.writer = MetricsWriter(run_dir, enabled=is_writer, start_step=step)
     session.set_status("running", step)
+    if step == 0:
+      _initial_eval(session, state)
     return _train(session, step, state, progress)
-  except BaseException as e:
-    if is_writer and runs.read_status(run_dir)["state"] == "running":
-      runs.set_status(run_dir, "failed", session.step, f"{type(e).__name__}: {e}")
-    raise
   finally:
+    session.display.close()
     session.writer.close()
     checkpoints.close()
+
+
+def _keep_parent(run_dir: Path, info: dict) -> None:
+  """A resumed branch keeps the parent recorded in its run.json at the first start."""
+  if "parent" in info:
+    return
+  previous = runs.read_run_info(run_dir)
+  if previous and previous.get("parent"):
+    info["parent"] = previous["parent"]
+
+
+def _initial_eval(s: _Session, state) -> None:
+  """The step-0 record: the validation loss of the initial parameters (the start of every loss curve)."""
+  record = {"step": 0, "tokens": 0, "lr": float(s.program.schedule(0))}
+  record.update(evaluate(s.eval_step, state.params, s.eval_batches))
+  s.writer.write(record)
+  s.display.show(record)
 
 
 def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict:
@@ -295,6 +453,8 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       if is_eval:
         record.update(evaluate(s.eval_step, state.params, s.eval_batches))
       s.writer.write(record)
+      s.display.show(record)
+      s.status.update(step=step)
       window, window_start = [], time.perf_counter()
     if saving:
       elapsed = time.perf_counter() - window_start if window else 0.0

@@ -8,7 +8,6 @@ so neither ever holds a step twice.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -38,7 +37,7 @@ class MetricsWriter:
     self._open()
 
   def _open(self) -> None:
-    self._file = open(self._run_dir / "metrics.jsonl", "a")
+    self._file = runs.MetricsAppender(self._run_dir)
     self._tb = SummaryWriter(str(self._run_dir / "tb"), flush_secs=30)
 
   def write(self, record: dict) -> None:
@@ -46,8 +45,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     clean = {k: _finite_or_none(v) for k, v in record.items()}
-    self._file.write(json.dumps(clean, sort_keys=True) + "\n")
-    self._file.flush()
+    self._file.append(clean)
     _add_scalars(self._tb, clean)
 
   def rewind(self, step: int) -> list[dict]:

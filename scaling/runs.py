@@ -1,38 +1,33 @@
-"""The run directory contract (see DESIGN.md): config.gin, run.json, metrics.jsonl, status.json, tb/.
+"""The run directory contract (docs/architecture.md): config.gin, run.json, metrics.jsonl, status.json.
 
-Every file that is replaced is replaced atomically (write to a temporary file, then rename), so a
-reader or a killed process never sees half a file.
+This module is the only code that reads or writes those files; the trainer, the metrics writer, the
+fitter and the tests go through it, so every reader agrees on what a torn line or a missing status means:
+- a missing status.json is `pending`; an unreadable one is a UserError naming the file;
+- metrics.jsonl is append-only; a torn *last* line (a writer killed mid-write) is ignored, a torn line
+  anywhere else is a UserError naming the line;
+- every file that is replaced is replaced atomically (write a temporary file, then rename), so a reader
+  or a killed process never sees half a file.
+status.json carries the host, pid and a heartbeat time, refreshed while the run is running, so a runner
+can tell a dead run (its pid is gone on this host, or its heartbeat is stale) from a live one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from scaling.errors import UserError
+
+FORMAT_VERSION = 1
 STATES = ("pending", "running", "done", "failed", "preempted")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-  """Writes JSON to `path` via a temporary file and rename."""
-  path = Path(path)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  tmp.replace(path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-  """Writes text to `path` via a temporary file and rename."""
-  path = Path(path)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(text)
-  tmp.replace(path)
+HEARTBEAT_S = 30.0  # how often a running run refreshes its heartbeat
+STALE_AFTER_S = 180.0  # a heartbeat older than this means the run is dead
+CONFIG, RUN_INFO, METRICS, STATUS = "config.gin", "run.json", "metrics.jsonl", "status.json"
 
 
 def _jsonable(x):
@@ -43,42 +38,260 @@ def _jsonable(x):
   return str(x)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+  """Writes text to `path` via a temporary file, fsync and rename."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  tmp.replace(path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+  """Writes JSON to `path` atomically (numpy scalars and tuples become JSON numbers and lists)."""
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
 def read_json(path: Path) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  """Reads a JSON file; a corrupt one is a UserError naming it (a missing one raises FileNotFoundError)."""
+  path = Path(path)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path} is not valid JSON ({e})") from None
 
 
-def set_status(run_dir: Path, state: str, step: int, reason: str = "") -> None:
-  """Replaces status.json with {"state", "reason", "step", "time"}."""
+# --- config.gin and run.json ---------------------------------------------------------------------------
+
+
+def write_config(run_dir: Path, text: str) -> None:
+  """Writes the operative gin config of a run."""
+  write_text_atomic(Path(run_dir) / CONFIG, text)
+
+
+def read_config(run_dir: Path) -> str | None:
+  """The run's operative gin config, or None when it has none yet."""
+  path = Path(run_dir) / CONFIG
+  return path.read_text() if path.exists() else None
+
+
+def write_run_info(run_dir: Path, info: dict) -> None:
+  """Writes run.json (identity and sizes), stamped with the format version."""
+  write_json_atomic(Path(run_dir) / RUN_INFO, {**info, "format_version": FORMAT_VERSION})
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+  """run.json, or None when the run has not written it yet; a newer format is a UserError."""
+  path = Path(run_dir) / RUN_INFO
+  if not path.exists():
+    return None
+  info = read_json(path)
+  if not isinstance(info, dict):
+    raise UserError(f"{path} is not a JSON object")
+  if info.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    raise UserError(f"{path} has format_version {info['format_version']}; this version reads {FORMAT_VERSION}")
+  return info
+
+
+def is_run_dir(path: Path) -> bool:
+  """True for a directory holding a run (its run.json or status.json)."""
+  path = Path(path)
+  return (path / RUN_INFO).exists() or (path / STATUS).exists()
+
+
+# --- status.json ---------------------------------------------------------------------------------------
+
+
+def status_record(state: str, step: int, reason: str = "", **extra: Any) -> dict:
+  """A status.json object for this process: state, reason, step, host, pid and a fresh heartbeat."""
   if state not in STATES:
     raise ValueError(f"unknown run state {state!r}")
-  write_json_atomic(Path(run_dir) / "status.json", {"state": state, "reason": reason, "step": int(step), "time": time.time()})
+  now = time.time()
+  return {"state": state, "reason": reason, "step": int(step), "host": socket.gethostname(), "pid": os.getpid(),
+          "heartbeat": now, "time": now, **extra}
+
+
+def set_status(run_dir: Path, state: str, step: int, reason: str = "", **extra: Any) -> dict:
+  """Replaces status.json atomically; returns what it wrote."""
+  record = status_record(state, step, reason, **extra)
+  write_json_atomic(Path(run_dir) / STATUS, record)
+  return record
 
 
 def read_status(run_dir: Path) -> dict:
-  """The run's status, or pending when it has none yet."""
+  """The run's status; `pending` when it has none yet; a corrupt status.json is a UserError."""
+  path = Path(run_dir) / STATUS
   try:
-    return read_json(Path(run_dir) / "status.json")
+    status = read_json(path)
   except FileNotFoundError:
     return {"state": "pending", "reason": "", "step": 0}
+  if not isinstance(status, dict) or status.get("state") not in STATES:
+    raise UserError(f"{path} is corrupt: expected an object with a state in {STATES}")
+  return status
+
+
+def pid_alive(pid: int) -> bool:
+  """True when a process with this pid exists on this host."""
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def is_alive(status: dict, stale_after_s: float = STALE_AFTER_S, now: float | None = None) -> bool:
+  """Whether a `running` status belongs to a live process: its pid exists (on this host) and its heartbeat is fresh."""
+  if status.get("state") != "running":
+    return False
+  now = time.time() if now is None else now
+  if now - float(status.get("heartbeat", 0.0)) > stale_after_s:
+    return False
+  if status.get("host") == socket.gethostname() and "pid" in status:
+    return pid_alive(status["pid"])
+  return True
+
+
+class StatusKeeper:
+  """Owns a running run's status.json: state changes, plus a background heartbeat every `interval_s`.
+
+  The heartbeat rewrites the current status with a fresh time, under the same lock as state changes,
+  so it never brings back a state that was already replaced.
+  """
+
+  def __init__(self, run_dir: Path, enabled: bool = True, interval_s: float = HEARTBEAT_S):
+    self._run_dir = Path(run_dir)
+    self._enabled = enabled
+    self._interval_s = interval_s
+    self._lock = threading.Lock()
+    self._current: dict | None = None
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+
+  def set(self, state: str, step: int, reason: str = "", **extra: Any) -> None:
+    """Records a new state; a `running` state starts the heartbeat, any other stops it."""
+    if not self._enabled:
+      return
+    with self._lock:
+      self._current = set_status(self._run_dir, state, step, reason, **extra)
+    if state == "running" and self._thread is None:
+      self._thread = threading.Thread(target=self._beat, name="scaling-heartbeat", daemon=True)
+      self._thread.start()
+    elif state != "running":
+      self.stop()
+
+  def update(self, **extra: Any) -> None:
+    """Adds fields to the current status (e.g. the step reached) without changing its state."""
+    if not self._enabled or self._current is None:
+      return
+    with self._lock:
+      self._current = set_status(self._run_dir, self._current["state"], extra.pop("step", self._current["step"]),
+                                 self._current["reason"], **{**_extras(self._current), **extra})
+
+  @property
+  def state(self) -> str | None:
+    return None if self._current is None else self._current["state"]
+
+  @property
+  def step(self) -> int:
+    return 0 if self._current is None else int(self._current["step"])
+
+  def _beat(self) -> None:
+    while not self._stop.wait(self._interval_s):
+      with self._lock:
+        if self._current is None or self._current["state"] != "running":
+          return
+        self._current = set_status(self._run_dir, "running", self._current["step"], self._current["reason"],
+                                   **_extras(self._current))
+
+  def stop(self) -> None:
+    """Stops the heartbeat thread (idempotent)."""
+    self._stop.set()
+    thread, self._thread = self._thread, None
+    if thread is not None and thread is not threading.current_thread():
+      thread.join()
+    self._stop = threading.Event()
+
+
+def _extras(status: dict) -> dict:
+  """The fields of a status beyond those `status_record` sets itself."""
+  own = ("state", "reason", "step", "host", "pid", "heartbeat", "time")
+  return {k: v for k, v in status.items() if k not in own}
+
+
+# --- metrics.jsonl -------------------------------------------------------------------------------------
+
+
+def _parse_metrics(path: Path, text: str) -> list[dict]:
+  """Parses JSON lines: a torn last line is dropped, a bad line before the last is a UserError."""
+  lines = text.splitlines()
+  records = []
+  for number, line in enumerate(lines, start=1):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      if number == len(lines) and not text.endswith("\n"):
+        break
+      raise UserError(f"{path}:{number} is not a JSON record") from None
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+      raise UserError(f"{path}:{number} is not a metrics record (an object with an integer step)")
+    records.append(record)
+  return records
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-  """All records of metrics.jsonl (a torn last line from a killed writer is ignored)."""
-  path = Path(run_dir) / "metrics.jsonl"
+  """All complete records of metrics.jsonl, in order ([] when there is none)."""
+  path = Path(run_dir) / METRICS
   if not path.exists():
     return []
-  records = []
-  for line in path.read_text().splitlines():
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      break
-  return records
+  return _parse_metrics(path, path.read_text())
+
+
+def write_metrics(run_dir: Path, records: list[dict]) -> None:
+  """Replaces metrics.jsonl with `records` atomically."""
+  write_text_atomic(Path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def truncate_metrics(run_dir: Path, step: int) -> list[dict]:
   """Cuts metrics.jsonl back to the records at or before `step` (atomically); returns them."""
   kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-  write_text_atomic(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+  write_metrics(run_dir, kept)
   return kept
+
+
+class MetricsAppender:
+  """Appends one JSON record per line to metrics.jsonl, flushed at once; never writes a step twice."""
+
+  def __init__(self, run_dir: Path):
+    self._path = Path(run_dir) / METRICS
+    existing = read_metrics(run_dir)
+    self._last_step = existing[-1]["step"] if existing else -1
+    self._file: TextIO = open(self._path, "a")
+
+  def append(self, record: dict) -> None:
+    if record["step"] <= self._last_step:
+      raise ValueError(f"{self._path}: step {record['step']} is not after the last record's step {self._last_step}")
+    self._file.write(json.dumps(record, sort_keys=True) + "\n")
+    self._file.flush()
+    self._last_step = record["step"]
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def check_run_dir(run_dir: Path) -> Path:
+  """A usable run directory path: not a file, its parent exists and it (or its parent) is writable."""
+  run_dir = Path(run_dir)
+  if run_dir.exists() and not run_dir.is_dir():
+    raise UserError(f"--run_dir {run_dir} is a file, not a directory")
+  parent = run_dir.absolute().parent
+  if not run_dir.exists() and not parent.is_dir():
+    raise UserError(f"--run_dir {run_dir}: its parent directory {parent} does not exist")
+  target = run_dir if run_dir.exists() else parent
+  if not os.access(target, os.W_OK | os.X_OK):
+    raise UserError(f"--run_dir {run_dir}: {target} is not writable")
+  return run_dir

@@ -19,6 +19,13 @@ def add_parser(subparsers) -> None:
   p.add_argument("--run_dir", required=True, help="the run directory to write (DESIGN.md layout)")
   p.add_argument("--mesh", default="-1x1x1", help="(data)x(fsdp)x(tensor) device mesh; -1 fills the rest")
   p.add_argument(
+      "--branch_from",
+      default=None,
+      metavar="OLD_DIR[@STEP]",
+      help="start from another run's checkpoint (params, optimizer, data position; newest unless @STEP), "
+      "e.g. a WSD cooldown with a new train.tokens; run.json records the parent",
+  )
+  p.add_argument(
       "--distributed",
       action="store_true",
       help="call jax.distributed.initialize() first (auto-detects TPU pods and SLURM; implied by JAX_COORDINATOR_ADDRESS)",
@@ -35,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
   config.parse(gin_files, args.gin_bindings)
   if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
-  record = loop.run(args.run_dir, args.mesh)
+  record = loop.run(args.run_dir, args.mesh, branch_from=args.branch_from)
   if jax.process_index() == 0 and record and not record.get("preempted"):
     shown = {k: record[k] for k in ("step", "train_loss", "eval_loss", "eval_bits_per_byte") if k in record}
     print("scaling train: done " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
