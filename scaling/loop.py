@@ -416,7 +416,7 @@ def _keep_parent(run_dir: Path, info: dict) -> None:
 
 def _initial_eval(s: _Session, state) -> None:
   """The step-0 record: the validation loss of the initial parameters (the start of every loss curve)."""
-  record = {"step": 0, "tokens": 0, "lr": float(s.program.schedule(0))}
+  record = {"step": 0, "tokens": 0, "lr": float(np.float32(s.program.schedule(0)))}  # f32, as the step reports it
   record.update(evaluate(s.eval_step, state.params, s.eval_batches))
   s.writer.write(record)
   s.display.show(record)
