@@ -10,6 +10,7 @@ import dataclasses
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -87,7 +88,7 @@ def _versions() -> dict[str, str]:
 
 
 def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float | None, peak, peak_source: str) -> dict:
-  """run.json: identity, sizes and the FLOP conventions of this run (DESIGN.md)."""
+  """run.json: identity, sizes and the FLOP conventions of this run (docs/architecture.md)."""
   t, m = cfgs.train, cfgs.model
   counts = param_counts(m)
   per_token = flops.flops_per_token(m, t.seq_len)
@@ -96,6 +97,7 @@ def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float |
   steps, tokens_actual, rounding = t.plan
   return {
       "run_id": run_dir.name,
+      "parent": None,
       "params_total": counts["total"],
       "params_embedding": counts["embedding"],
       "params_non_embedding": counts["non_embedding"],
@@ -190,6 +192,16 @@ def parse_branch(text: str | None) -> tuple[Path, int | None] | None:
   return parent, int(step) if step else None
 
 
+def process_age_s() -> float | None:
+  """Seconds since this process started (Linux /proc), for the start-up cost a sweep pays per run."""
+  try:
+    start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
+
+
 def _first_nonfinite(window: list[dict]) -> tuple[int, str] | None:
   """(index in the window, metric) of the first step whose loss or gradient norm is not finite."""
   for i, w in enumerate(window):
@@ -223,6 +235,8 @@ class _Session:
   display: TrainDisplay
   branch: tuple[Path, int | None] | None = None
   step: int = 0
+  started: bool = False
+  initial_eval_s: float = 0.0
 
   def set_status(self, state: str, step: int, reason: str = "") -> None:
     self.status.set(state, step, reason)
@@ -416,8 +430,10 @@ def _keep_parent(run_dir: Path, info: dict) -> None:
 
 def _initial_eval(s: _Session, state) -> None:
   """The step-0 record: the validation loss of the initial parameters (the start of every loss curve)."""
+  start = time.perf_counter()
   record = {"step": 0, "tokens": 0, "lr": float(np.float32(s.program.schedule(0)))}  # f32, as the step reports it
   record.update(evaluate(s.eval_step, state.params, s.eval_batches))
+  s.initial_eval_s = time.perf_counter() - start
   s.writer.write(record)
   s.display.show(record)
 
@@ -432,6 +448,8 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       next(s.data)
     state, metrics = s.train_step(state, sharding.global_batch(next(s.data), s.program.mesh))
     window.append(metrics)
+    if not s.started:
+      _first_step_done(s, metrics)
     step = s.step = step + 1
     is_last = step == t.steps
     is_eval = is_last or (t.eval_every and step % t.eval_every == 0)
@@ -470,6 +488,16 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
   reason = f"{progress.rollbacks} rollback(s); skipped the batch of step(s) {progress.skipped}" if progress.rollbacks else ""
   s.set_status("done", t.steps, reason)
   return record
+
+
+def _first_step_done(s: _Session, metrics: dict) -> None:
+  """Waits for the first step, then reports the start-up cost: process start to the first finished step."""
+  jax.block_until_ready(metrics)
+  s.started = True
+  age = process_age_s()
+  if age is not None:
+    s.say(f"first step done {age:.1f} s after process start ({s.initial_eval_s:.1f} s of it the step-0 evaluation)")
+    s.status.update(startup_s=round(age, 3), initial_eval_s=round(s.initial_eval_s, 3))
 
 
 def _diverged(s: _Session, step: int, window: list[dict], nonfinite: tuple[int, str], elapsed: float,

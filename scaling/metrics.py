@@ -16,7 +16,7 @@ from tensorboardX import SummaryWriter
 
 from scaling import runs
 
-# Keys every training record has (DESIGN.md); `eval_*` keys appear on evaluation steps only.
+# Keys every training record has (docs/architecture.md); `eval_*` keys appear on evaluation steps only.
 TRAIN_KEYS = ("step", "tokens", "train_loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "flops_per_s", "mfu")
 
 

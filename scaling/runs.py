@@ -173,11 +173,12 @@ class StatusKeeper:
     self._thread: threading.Thread | None = None
 
   def set(self, state: str, step: int, reason: str = "", **extra: Any) -> None:
-    """Records a new state; a `running` state starts the heartbeat, any other stops it."""
+    """Records a new state (keeping extra fields such as `startup_s`); `running` starts the heartbeat, others stop it."""
     if not self._enabled:
       return
     with self._lock:
-      self._current = set_status(self._run_dir, state, step, reason, **extra)
+      kept = _extras(self._current) if self._current else {}
+      self._current = set_status(self._run_dir, state, step, reason, **{**kept, **extra})
     if state == "running" and self._thread is None:
       self._thread = threading.Thread(target=self._beat, name="scaling-heartbeat", daemon=True)
       self._thread.start()

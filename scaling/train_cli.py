@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
   )
   p.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable; includes allowed)")
   p.add_argument("--gin_bindings", action="append", default=[], help="gin binding, e.g. 'train.tokens = 1e6' (repeatable)")
-  p.add_argument("--run_dir", required=True, help="the run directory to write (DESIGN.md layout)")
+  p.add_argument("--run_dir", required=True, help="the run directory to write (layout: docs/architecture.md)")
   p.add_argument("--mesh", default="-1x1x1", help="(data)x(fsdp)x(tensor) device mesh; -1 fills the rest")
   p.add_argument(
       "--branch_from",
