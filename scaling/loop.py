@@ -408,7 +408,8 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
       runs.write_run_info(run_dir, info)
       if step and not own and not runs.read_metrics(run_dir):
         runs.write_metrics(run_dir, [r for r in runs.read_metrics(branch[0]) if r["step"] <= step])
-    session.writer = MetricsWriter(run_dir, enabled=is_writer, start_step=step)
+    # From scratch, nothing is kept (not even an old step-0 record); else everything up to the restored step.
+    session.writer = MetricsWriter(run_dir, enabled=is_writer, start_step=step if step else -1)
     session.set_status("running", step)
     if step == 0:
       _initial_eval(session, state)

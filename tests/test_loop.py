@@ -138,3 +138,10 @@ def test_cached_value_survives_a_corrupt_cache(tmp_path, monkeypatch):
   assert cache.cached_value("thing", {"a": 1}, lambda: 5) == 5
   assert cache.cached_value("thing", {"a": 1}, lambda: 6) == 5
   assert json.loads((tmp_path / "thing.json").read_text())
+
+
+def test_eval_tokens_beyond_the_validation_split_is_refused_before_work(tmp_path):
+  _parse_tiny("train.eval_tokens = 1000000000")
+  with pytest.raises(UserError, match="validation split"):
+    loop.run(tmp_path / "run")
+  assert not (tmp_path / "run").exists()

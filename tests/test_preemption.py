@@ -69,4 +69,4 @@ def test_sigterm_on_one_of_two_processes_saves_the_same_step_on_both_and_resumes
   assert [p.returncode for p in procs] == [0, 0], (tmp_path / "resume0.log").read_text()[-3000:]
   assert f"resuming {run_dir} from its checkpoint at step {steps[0]}" in (tmp_path / "resume0.log").read_text()
   assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
-  assert [r["step"] for r in curve(run_dir)] == list(range(5, STEPS + 1, 5))
+  assert [r["step"] for r in curve(run_dir)] == list(range(0, STEPS + 1, 5))  # step-0 evaluation first
