@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scaling import runs
+
 REPO = Path(__file__).resolve().parent.parent
 GIN_FILES = ("configs/models/gpt.gin", "configs/data/stdlib.gin", "configs/optim/adamw_cosine.gin")
 # 480 steps of 8 x 32 tokens; records every 5 steps, evaluation every 80, a checkpoint every 16 steps (so
@@ -78,7 +80,7 @@ def messages(output: str) -> list[str]:
 
 def curve(run_dir: Path) -> list[dict]:
   """metrics.jsonl without its timing keys."""
-  records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+  records = runs.read_metrics(run_dir)
   return [{k: r[k] for k in CURVE_KEYS if k in r} for r in records]
 
 

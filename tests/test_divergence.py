@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
+from scaling import runs
 from ckpt_testlib import scaling_env  # noqa: F401  (a pytest fixture)
 from ckpt_testlib import REPO, committed_steps, curve
 
@@ -19,7 +19,7 @@ def _poisoned_run(tmp_path, env, positions: str, *bindings: str) -> subprocess.C
 
 
 def _status(tmp_path) -> dict:
-  return json.loads((tmp_path / "run" / "status.json").read_text())
+  return runs.read_status(tmp_path / "run")
 
 
 @pytest.mark.slow

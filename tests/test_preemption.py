@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
@@ -10,6 +9,7 @@ import time
 
 import pytest
 
+from scaling import runs
 from ckpt_testlib import scaling_env  # noqa: F401  (a pytest fixture)
 from ckpt_testlib import committed_steps, curve, launch, train_args
 
@@ -36,8 +36,7 @@ def _start_pair(run_dir, env, logs) -> list:
 
 
 def _records(run_dir) -> int:
-  path = run_dir / "metrics.jsonl"
-  return len(path.read_text().splitlines()) if path.exists() else 0
+  return len(runs.read_metrics(run_dir))
 
 
 @pytest.mark.slow
@@ -57,7 +56,7 @@ def test_sigterm_on_one_of_two_processes_saves_the_same_step_on_both_and_resumes
   assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
   steps = [int(re.search(rf"preempted at step (\d+) \(process {i} of 2\)", out).group(1)) for i, out in enumerate(outputs)]
   assert steps[0] == steps[1]
-  status = json.loads((run_dir / "status.json").read_text())
+  status = runs.read_status(run_dir)
   assert (status["state"], status["step"]) == ("preempted", steps[0])
   assert committed_steps(run_dir)[-1] == steps[0]
   data_files = sorted(p.name for p in (run_dir / "checkpoints" / str(steps[0]) / "data").glob("process_*.json"))
@@ -68,5 +67,5 @@ def test_sigterm_on_one_of_two_processes_saves_the_same_step_on_both_and_resumes
     p.wait(timeout=300)
   assert [p.returncode for p in procs] == [0, 0], (tmp_path / "resume0.log").read_text()[-3000:]
   assert f"resuming {run_dir} from its checkpoint at step {steps[0]}" in (tmp_path / "resume0.log").read_text()
-  assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+  assert runs.read_status(run_dir)["state"] == "done"
   assert [r["step"] for r in curve(run_dir)] == list(range(0, STEPS + 1, 5))  # step-0 evaluation first

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scaling import runs
 from ckpt_testlib import scaling_env  # noqa: F401  (a pytest fixture)
 from ckpt_testlib import (REPO, committed_steps, curve, launch, messages, run_to_end, saved_arrays, tensorboard_steps,
                           train_args, unfinished_saves)
@@ -25,14 +26,7 @@ KILLS = ("save", "training", "startup", "save", "training", "save", "startup", "
 
 def _last_step(run_dir: Path) -> int:
   """The step of the last complete metrics record (0 when none)."""
-  path = run_dir / "metrics.jsonl"
-  steps = [0]
-  for line in path.read_text().splitlines() if path.exists() else []:
-    try:
-      steps.append(json.loads(line)["step"])
-    except json.JSONDecodeError:
-      break
-  return max(steps)
+  return max([0] + [r["step"] for r in runs.read_metrics(run_dir)])
 
 
 def _wait_until(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -106,7 +100,7 @@ def test_kill9_ten_times_then_corruption_and_sigterm_resumes_bit_for_bit(tmp_pat
   assert any(line.startswith(f"scaling train: checkpoint {run_dir / 'checkpoints' / str(corrupted)} is incomplete "
                              "or corrupt (") for line in lines), lines
   assert f"scaling train: resuming {run_dir} from its checkpoint at step {previous}" in lines
-  status = json.loads((run_dir / "status.json").read_text())
+  status = runs.read_status(run_dir)
   assert status["state"] == "preempted"
   preempted = status["step"]
   assert committed_steps(run_dir)[-1] == preempted
@@ -115,7 +109,7 @@ def test_kill9_ten_times_then_corruption_and_sigterm_resumes_bit_for_bit(tmp_pat
   output = run_to_end(train_args(run_dir), scaling_env, tmp_path / "final.log")
   assert f"scaling train: resuming {run_dir} from its checkpoint at step {preempted}" in messages(output)
 
-  assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+  assert runs.read_status(run_dir)["state"] == "done"
   assert curve(run_dir) == curve(reference)
   assert [r["step"] for r in curve(run_dir)] == list(range(0, FINAL_STEP + 1, 5))  # step-0 evaluation first
   assert sorted(tensorboard_steps(run_dir)) == list(range(5, FINAL_STEP + 1, 5))
