@@ -48,14 +48,15 @@ def check_options(opts: Options) -> None:
     raise UserError(f"--block_len={opts.block_len}: must be >= 1")
 
 
-def check_curves(data: Sequence[Curve]) -> None:
-  """The law needs a learning rate that decays somewhere (else C is not identified) and enough points."""
+def check_curves(data: Sequence[Curve], opts: Options) -> None:
+  """The law needs enough points and, unless C is fixed, a curve whose learning rate decays (else C is not identified)."""
   n = sum(len(c.steps) for c in data)
   if n < curves.MIN_POINTS:
     raise UserError(f"{n} points in {len(data)} curve(s): the curve law needs at least {curves.MIN_POINTS}")
-  if not any(np.any(np.diff(c.eta) < 0) for c in data):
-    raise UserError(f"no curve's learning rate ever decreases ({', '.join(c.id for c in data)}): the annealing term "
-                    "C is not identified; add a curve with a decaying schedule or --fix C=0")
+  if "C" not in opts.fix and not any(np.any(np.diff(c.eta) < 0) for c in data):
+    what = "the one curve" if len(data) == 1 else f"all {len(data)} curves"
+    raise UserError(f"the learning rate never decreases in {what} ({', '.join(c.id for c in data)}): the annealing "
+                    "term C needs a curve whose LR decays; add one or pass --fix C=0")
 
 
 def stack(data: Sequence[Curve], opts: Options) -> tuple[np.ndarray, ...]:
@@ -137,7 +138,7 @@ def _curve_record(c: Curve, n_used: int) -> dict[str, Any]:
 def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
   """Fits the law jointly to every curve; returns the fit.json record."""
   check_options(opts)
-  check_curves(data)
+  check_curves(data, opts)
   s1, s2, y, idx = stack(data, opts)
   if len(y) < curves.MIN_POINTS:
     raise UserError(f"{len(y)} usable points (S1 > 0): the curve law needs at least {curves.MIN_POINTS}")
