@@ -73,7 +73,7 @@ def fit_inputs(args: argparse.Namespace) -> dict[str, Any]:
   """Loads the curves named by the arguments, fits the law and returns the fit.json record."""
   from scaling.fit import curve_fit, curve_load
   opts = _options(args)
-  data = curve_load.load_curves(args.inputs, args.columns, args.curve_loss)
+  data = curve_load.load_curves(args.inputs, args.columns, args.curve_loss, args.filter)
   data = [curve_load.truncate(c, args.curve_until, args.curve_from) for c in data]
   record = curve_fit.fit(data, opts)
   record["inputs"] = [str(i) for i in args.inputs]
@@ -107,7 +107,8 @@ def summary(fit_: Mapping[str, Any]) -> str:
   q = fit_["fit_quality"]
   lines.append(f"objective {fit_['objective_name']} = {_g(fit_['objective'])}; {fit_['starts_converged']} of "
                f"{fit_['n_starts']} starts converged; mean |relative error| {q['mean_abs_rel_error']:.3%}, "
-               f"max {q['max_abs_rel_error']:.3%}")
+               f"max {q['max_abs_rel_error']:.3%} (past the first 10% of steps: {q['late_mean_abs_rel_error']:.3%}, "
+               f"max {q['late_max_abs_rel_error']:.3%})")
   lines += [f"WARNING: {w}" for w in fit_.get("warnings", [])]
   return "\n".join(lines)
 

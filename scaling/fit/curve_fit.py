@@ -60,12 +60,13 @@ def check_curves(data: Sequence[Curve], opts: Options) -> None:
 
 
 def stack(data: Sequence[Curve], opts: Options) -> tuple[np.ndarray, ...]:
-  """(S1, S2, loss, curve index) over every usable point (S1 > 0) of every curve."""
+  """(S1, S2, loss, curve index, late) over every usable point (S1 > 0); late: past 10% of the curve's steps."""
   parts = []
   for k, c in enumerate(data):
     s1, s2 = curves.features(c, opts.lam, opts.momentum_init)
     keep = s1 > 0
-    parts.append((s1[keep], s2[keep], c.loss[keep], np.full(int(keep.sum()), k)))
+    late = c.steps[keep] >= c.steps[0] + 0.1 * (c.steps[-1] - c.steps[0])
+    parts.append((s1[keep], s2[keep], c.loss[keep], np.full(int(keep.sum()), k), late))
   return tuple(np.concatenate(p) for p in zip(*parts))
 
 
@@ -139,7 +140,7 @@ def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
   """Fits the law jointly to every curve; returns the fit.json record."""
   check_options(opts)
   check_curves(data, opts)
-  s1, s2, y, idx = stack(data, opts)
+  s1, s2, y, idx, late = stack(data, opts)
   if len(y) < curves.MIN_POINTS:
     raise UserError(f"{len(y)} usable points (S1 > 0): the curve law needs at least {curves.MIN_POINTS}")
   sol = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta, fixed=_fixed(opts))
@@ -155,7 +156,10 @@ def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
       "objective": sol.objective, "objective_name": opts.objective, "delta": opts.delta,
       "n_points": int(len(y)), "n_curves": len(data), "n_starts": sol.n_starts,
       "starts_converged": sol.starts_converged, "best_start": {"converged": sol.converged, "message": sol.message},
-      "fit_quality": {"mean_abs_rel_error": float(np.mean(np.abs(rel))), "max_abs_rel_error": float(np.max(np.abs(rel)))},
+      "fit_quality": {"mean_abs_rel_error": float(np.mean(np.abs(rel))), "max_abs_rel_error": float(np.max(np.abs(rel))),
+                      "late_mean_abs_rel_error": float(np.mean(np.abs(rel[late]))),
+                      "late_max_abs_rel_error": float(np.max(np.abs(rel[late]))),
+                      "late": "points past the first 10% of each curve's steps"},
       "curves": [_curve_record(c, int((idx == k).sum())) for k, c in enumerate(data)],
       "warnings": _warnings(sol),
   }

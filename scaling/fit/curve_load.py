@@ -55,12 +55,17 @@ def _check_curve(path: Path, curve_id: str, steps: np.ndarray, lr: np.ndarray, l
     raise UserError(f"{path}: curve {curve_id!r}: non-positive loss at step {steps[np.argmax(loss <= 0)]:g}")
 
 
-def from_table(path: str | Path, columns: Mapping[str, str] | None = None) -> list[Curve]:
-  """Curves from a table with columns step, lr, loss and optional run (mapped by `columns`)."""
+def from_table(path: str | Path, columns: Mapping[str, str] | None = None, query: str | None = None) -> list[Curve]:
+  """Curves from a table with columns step, lr, loss and optional run (mapped by `columns`), rows kept by `query`."""
   path, columns = Path(path), dict(columns or {})
   df = _read_csv(path)
+  if query:
+    try:
+      df = df.query(query)
+    except Exception as e:  # pandas raises many types for a bad expression
+      raise UserError(f"--filter {query!r} on {path}: {str(e).splitlines()[0]}") from None
   if df.empty:
-    raise UserError(f"{path}: table has no rows")
+    raise UserError(f"{path}: table has no rows" + (f" matching --filter {query!r}" if query else ""))
   step, lr, loss = (_column(df, path, k, columns).to_numpy(np.float64) for k in ("step", "lr", "loss"))
   run_col = columns.get("run", "run")
   ids = df[run_col].astype(str).to_numpy() if run_col in df.columns else np.full(len(df), path.stem)
@@ -136,7 +141,8 @@ def _run_dirs(path: Path) -> list[Path]:
   return found
 
 
-def load_curves(inputs: Iterable[str], columns: str | None = None, loss_key: str = "eval_loss") -> list[Curve]:
+def load_curves(inputs: Iterable[str], columns: str | None = None, loss_key: str = "eval_loss",
+                query: str | None = None) -> list[Curve]:
   """Every curve of every input (tables, run directories, sweep roots)."""
   inputs = list(inputs)
   if not inputs:
@@ -148,7 +154,7 @@ def load_curves(inputs: Iterable[str], columns: str | None = None, loss_key: str
     if path.is_dir():
       out.extend(from_run_dir(p, loss_key) for p in _run_dirs(path))
     elif path.is_file():
-      out.extend(from_table(path, mapping))
+      out.extend(from_table(path, mapping, query))
     else:
       raise UserError(f"{path}: no such file or directory")
   ids = [c.id for c in out]
