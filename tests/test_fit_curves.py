@@ -3,6 +3,7 @@ synthetic recovery, bad input, and a partial run of our own trainer."""
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,12 @@ TRAIN = ["model.size = 'nano'", "train.seq_len = 64", "train.global_batch = 16",
 
 @pytest.mark.slow
 def test_partial_run_of_our_trainer(tmp_path, capsys):
-  """600 steps of a nano model (cosine, 5% warmup): fit the first 30% of eval losses, predict the final one."""
+  """600 steps of a nano model (cosine, 5% warmup): fit the first 30% of eval losses, predict the final one.
+
+  The law fitted on the whole curve gives the final loss within 1%. From the first 30% the point prediction
+  lands within 1% here, but not reliably: by step 180 S2 is ~3% of its final value, so C (and with it the
+  final loss) is barely identified and the 95% interval is wide; the test asserts that it covers the truth.
+  """
   run = tmp_path / "run"
   result = run_cli("train", f"--run_dir={run}", *[f"--gin_bindings={b}" for b in TRAIN])
   assert result.returncode == 0, result.stderr
@@ -208,13 +214,14 @@ def test_partial_run_of_our_trainer(tmp_path, capsys):
   assert _main(capsys, "fit", str(run), "--law=tissue", f"--out={full}")[0] == 0
   s1, s2 = curves.features(curve)
   whole = curves.predict(curve_fit.theta_of(json.loads(full.read_text())), s1[-1:], s2[-1:])[0]
-  print(f"fitted on the whole curve: final {whole:.4f} vs observed {final['eval_loss']:.4f}")
+  with capsys.disabled():
+    print(f"\nfitted on the whole curve: final {whole:.4f} vs observed {final['eval_loss']:.4f}")
   assert whole == pytest.approx(final["eval_loss"], rel=0.01)
 
   partial = tmp_path / "partial"
   partial.mkdir()
   for name in ("run.json", "config.gin", "metrics.jsonl", "status.json"):
-    (partial / name).write_bytes((run / name).read_bytes())
+    shutil.copy2(run / name, partial / name)
   runs.truncate_metrics(partial, 180)
   runs.set_status(partial, "preempted", 180)
   fit = tmp_path / "fit.json"
@@ -224,8 +231,9 @@ def test_partial_run_of_our_trainer(tmp_path, capsys):
   got = json.loads(text)["final"]
   rel = got["loss"] / final["eval_loss"] - 1
   record = json.loads(fit.read_text())
-  print(f"fitted on steps <= 180: final {got['loss']:.4f} [{got['loss_lo']:.4f}, {got['loss_hi']:.4f}] vs observed "
-        f"{final['eval_loss']:.4f} ({rel:+.2%}); C interval {record['intervals']['C']}; "
-        f"S2 at step 180 / final {s2[np.searchsorted(curve.steps, 180)] / s2[-1]:.3f}")
+  with capsys.disabled():
+    print(f"fitted on steps <= 180: final {got['loss']:.4f} [{got['loss_lo']:.4f}, {got['loss_hi']:.4f}] vs observed "
+          f"{final['eval_loss']:.4f} ({rel:+.2%}); C interval {record['intervals']['C']}; "
+          f"S2 at step 180 / final {s2[np.searchsorted(curve.steps, 180)] / s2[-1]:.3f}")
   assert got["step"] == 600
   assert got["loss_lo"] <= final["eval_loss"] <= got["loss_hi"]

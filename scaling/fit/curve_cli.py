@@ -165,6 +165,7 @@ def predict_curve(fit_: Mapping[str, Any], grid: np.ndarray, eta: np.ndarray,
   if samples is not None:
     level = float(fit_.get("level", 0.95))
     band = np.stack([curves.predict(t, s1, s2) for t in samples])
+    band[~np.isfinite(band)] = np.nan
     out["loss_lo"], out["loss_hi"] = np.nanpercentile(band, [50 * (1 - level), 50 * (1 + level)], axis=0)
   return out
 
