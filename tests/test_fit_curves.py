@@ -237,3 +237,21 @@ def test_partial_run_of_our_trainer(tmp_path, capsys):
           f"S2 at step 180 / final {s2[np.searchsorted(curve.steps, 180)] / s2[-1]:.3f}")
   assert got["step"] == 600
   assert got["loss_lo"] <= final["eval_loss"] <= got["loss_hi"]
+
+
+def test_partial_table_needs_and_uses_its_planned_schedule(table, tmp_path, capsys):
+  wsd = table[table.run == "wsd"][["step", "lr", "loss"]]
+  part = _write(wsd[wsd.step <= 0.7 * wsd.step.iloc[-1]], tmp_path / "wsd_partial.csv")
+  fit = tmp_path / "fit.json"
+  code, _, err = _main(capsys, "fit", str(part), "--law=tissue", f"--out={fit}")
+  assert code == 2 and "never decreases" in err  # 70% of a WSD run is all at the peak LR: no annealing to fit C
+  both = _write(pd.concat([table[table.run == "cosine"], wsd.assign(run="wsd").iloc[: len(wsd) * 7 // 10]]),
+                tmp_path / "cosine_and_partial_wsd.csv")
+  assert _main(capsys, "fit", str(both), "--law=tissue", f"--out={fit}")[0] == 0
+  code, _, err = _main(capsys, "predict", str(fit), f"--partial={part}")
+  assert code == 2 and "planned schedule" in err
+  code, text, _ = _main(capsys, "predict", str(fit), f"--partial={part}", "--schedule=wsd", "--steps=33908",
+                        "--peak_lr=1e-3", "--cooldown_shape=exponential")
+  assert code == 0 and "observed loss" in text and "of 33908 planned" in text
+  predicted = float(text.split("final loss at step 33908 = ")[1].split()[0])
+  assert predicted == pytest.approx(float(wsd.loss.iloc[-1]), rel=0.01)

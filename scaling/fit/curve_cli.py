@@ -155,10 +155,13 @@ def _named_schedule(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, s
 
 def predict_curve(fit_: Mapping[str, Any], grid: np.ndarray, eta: np.ndarray,
                   at: np.ndarray) -> dict[str, np.ndarray]:
-  """The law's curve (and bootstrap band) at steps `at` of a per-step schedule (grid, eta)."""
+  """The law's curve (and bootstrap band) at the steps `at` of a per-step schedule (grid, eta) where S1 > 0."""
   from scaling.fit import curve_fit, curves
   curve = curves.Curve("predict", at, np.ones(len(at)), grid, eta)
   s1, s2 = curves.features(curve, float(fit_["params"]["lambda"]), fit_["areas"]["momentum_init"])
+  if not np.any(s1 > 0):
+    raise UserError("the schedule's learning rate is 0 at every step: nothing to predict")
+  at, s1, s2 = at[s1 > 0], s1[s1 > 0], s2[s1 > 0]
   out = {"step": at, "lr": eta[np.searchsorted(grid, at)], "S1": s1, "S2": s2,
          "loss": curves.predict(curve_fit.theta_of(dict(fit_)), s1, s2)}
   samples = curve_fit.samples_of(dict(fit_))
