@@ -164,6 +164,9 @@ def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
       "warnings": _warnings(sol),
   }
   if opts.bootstrap:
+    if 1 < len(data) < 5:
+      record["warnings"].append(f"only {len(data)} curves: the bootstrap by curve has few distinct resamples, so its "
+                                "intervals are coarse")
     boot = bootstrap(s1, s2, y, idx, sol, opts)
     record["bootstrap"] = boot
     record["intervals"] = intervals(np.array(boot["samples"]), opts.level)
