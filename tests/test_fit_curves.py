@@ -167,6 +167,8 @@ def test_cli_fit_and_predict(table, tmp_path, capsys):
     ({"step": [1, 2], "lr": ["a", 1e-3], "loss": [3.0, 2.9]}, [], "not a finite number"),
     ({"step": list(range(1, 21)), "lr": list(np.linspace(1e-3, 1e-4, 20)), "loss": list(np.linspace(3, 2, 20))},
      ["--fix=beta=1"], "parameters are L0, A, alpha, C"),
+    ({"step": list(range(1, 21)), "lr": list(np.linspace(1e-3, 1e-4, 20)), "loss": list(np.linspace(3, 2, 20))},
+     ["--holdout=largest"], "--holdout does not apply to --law=tissue"),
 ])
 def test_bad_tables_exit_2_with_one_line(rows, flags, message, tmp_path, capsys):
   src = _write(pd.DataFrame(rows), tmp_path / "bad.csv")

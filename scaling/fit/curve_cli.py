@@ -69,9 +69,21 @@ def _options(args: argparse.Namespace) -> Any:
                            seed=args.seed, level=args.level, block_len=args.block_len)
 
 
+def _reject_other_options(args: argparse.Namespace) -> None:
+  """Options of the N, D laws that the curve law would silently ignore are an error instead."""
+  other = {"--holdout": getattr(args, "holdout", None), "--target": getattr(args, "target", None),
+           "--approach": args.approach != 3, "--solver": args.solver != "lbfgs", "--minima": args.minima,
+           "--points": args.points, "--convention": args.convention, "--law_file": args.law_file,
+           "--gin_file": args.gin_file, "--gin_bindings": args.gin_bindings}
+  given = [flag for flag, value in other.items() if value]
+  if given:
+    raise UserError(f"{given[0]} does not apply to --law={args.law} (a learning-curve law; see docs/fit.md)")
+
+
 def fit_inputs(args: argparse.Namespace) -> dict[str, Any]:
   """Loads the curves named by the arguments, fits the law and returns the fit.json record."""
   from scaling.fit import curve_fit, curve_load
+  _reject_other_options(args)
   opts = _options(args)
   data = curve_load.load_curves(args.inputs, args.columns, args.curve_loss, args.filter)
   data = [curve_load.truncate(c, args.curve_until, args.curve_from) for c in data]
