@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from scaling.errors import UserError
+from scaling.fit import curve_cli
 
 SIG = 6  # significant digits printed (4+ are needed to extrapolate)
 
@@ -29,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   fit.add_argument("--holdout", help="fit without these runs and predict them: largest | C>1e20 | run=ID[,ID]")
   fit.add_argument("--target", type=float, action="append", default=[],
                    help="also print the compute-optimal N*, D*, L* at this budget (repeatable)")
+  curve_cli.add_fit_args(fit)
   fit.set_defaults(func=run_fit)
 
   pred = subparsers.add_parser("predict", help="predict a loss or a compute-optimal allocation from fit.json")
@@ -38,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   pred.add_argument("--compute", type=float, help="training FLOPs budget C: prints N*, D* and L*")
   pred.add_argument("--at", action="append", default=[], metavar="NAME=VALUE", help="other law inputs (e.g. U=1e10)")
   pred.add_argument("--json", action="store_true", help="print JSON instead of text")
+  curve_cli.add_predict_args(pred)
   pred.set_defaults(func=run_predict)
 
   rep = subparsers.add_parser("report", help="write a self-contained HTML report of a sweep or table")
@@ -61,7 +64,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _fit_args(p: argparse.ArgumentParser, bootstrap_default: int = 0) -> None:
   p.add_argument("--law", default="chinchilla", help="chinchilla (default), kaplan, kaplan_N, kaplan_D, kaplan_C, "
-                 "power, power_N, power_D, muennighoff, or a user law from --law_file/--gin_file")
+                 "power, power_N, power_D, muennighoff, or a user law from --law_file/--gin_file; "
+                 "tissue (alias lr_annealing): the learning-curve law of Tissue et al. 2024")
   p.add_argument("--approach", type=int, default=3, help="1 envelope, 2 IsoFLOP, 3 parametric (default)")
   p.add_argument("--loss", default="huber_log", help="objective: huber_log (default, published), lsq_log, huber, lsq")
   p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
@@ -158,6 +162,8 @@ def _write(out: Path, text: str) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
   """`scaling fit`: fit, print a summary, write fit.json."""
+  if curve_cli.is_curve_law(args.law):
+    return curve_cli.run_fit(args)
   from scaling.fit import pipeline
   out = _writable_out(args.out)
   fit_, _, _ = _fit(args)
@@ -216,6 +222,9 @@ def summary(fit_: Mapping[str, Any]) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
   """`scaling predict`: loss at (N, D, ...) or the optimum at a compute budget, with intervals."""
+  curve_fit_ = curve_cli.read_fit(args.fit_json)
+  if curve_fit_ is not None:
+    return curve_cli.run_predict(args, curve_fit_)
   from scaling.fit import predict
   fit_ = predict.read(args.fit_json)
   at = _pairs(args.at, "--at")
