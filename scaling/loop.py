@@ -432,7 +432,7 @@ def _keep_parent(run_dir: Path, info: dict) -> None:
 def _initial_eval(s: _Session, state) -> None:
   """The step-0 record: the validation loss of the initial parameters (the start of every loss curve)."""
   start = time.perf_counter()
-  record = {"step": 0, "tokens": 0, "lr": float(np.float32(s.program.schedule(0)))}  # f32, as the step reports it
+  record = {"step": 0, "tokens": 0}  # no lr: a record's lr is that of its last step, and none has run yet
   record.update(evaluate(s.eval_step, state.params, s.eval_batches))
   s.initial_eval_s = time.perf_counter() - start
   s.writer.write(record)
