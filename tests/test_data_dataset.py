@@ -46,6 +46,22 @@ def test_stdlib_train_tokens_count_bytes_and_one_eos_per_document(stdlib_dataset
     stdlib_dataset.train_iterator(64, 8, unique_tokens=stdlib_dataset.train_tokens + 1)
 
 
+def test_the_validation_split_holds_over_a_megabyte_and_too_many_eval_tokens_fail_before_reading(stdlib_dataset):
+  assert stdlib_dataset.validation_tokens > 1_000_000
+  stdlib_dataset.check_eval_tokens(262_144, 1024)
+  too_many = stdlib_dataset.validation_tokens + 1
+  with pytest.raises(UserError, match=rf"^train.eval_tokens = {too_many} exceeds the validation split of stdlib_source"):
+    stdlib_dataset.eval_batches(seq_len=256, batch_size=8, num_tokens=too_many)
+
+
+def test_the_eval_set_is_spread_over_the_whole_validation_split(stdlib_dataset):
+  batches = stdlib_dataset.eval_batches(seq_len=256, batch_size=8, num_tokens=256 * 64)
+  rows = {bytes(r) for b in batches for r in np.where(b["inputs"] < 256, b["inputs"], 10).astype(np.uint8)}
+  texts = list(stdlib_dataset.validation_texts)
+  documents_hit = {i for i, t in enumerate(texts) if any(r[1:64] in t for r in rows)}
+  assert len(documents_hit) >= len(texts) // 3 and max(documents_hit) >= len(texts) - 3
+
+
 def test_gin_bindings_choose_the_source(tmp_path):
   for i in range(5):
     (tmp_path / f"{i}.txt").write_text(f"text {i} " * 50)
@@ -67,11 +83,17 @@ def test_sentencepiece_dataset_reports_bytes_per_token(tmp_path):
   model = tokenizers.train_sentencepiece(texts, tmp_path / "sp.model", vocab_size=320, model_type="bpe")
   ds = make_dataset(source="text", files=str(tmp_path), data_dir=str(tmp_path / "tfds"), tokenizer="sentencepiece",
                     tokenizer_model=str(model), vocab_size=320)
-  assert ds.tokenizer.identity()["kind"] == "sentencepiece" and ds.train_tokens is None
+  assert ds.tokenizer.identity()["kind"] == "sentencepiece"
+  assert ds.train_tokens == sum(len(ds.tokenizer.encode(t)) + 1 for t in ds.train_texts)
+  assert ds.epochs(ds.train_tokens * 3, 32, 2) == pytest.approx(3.0, rel=1e-2)
   batches = ds.eval_batches(seq_len=32, batch_size=2)
   validation_bytes = sum(len(t) for t in ds.validation_texts)
   assert sum(b["bytes"].sum() for b in batches) == validation_bytes
-  assert sum(b["weights"].sum() for b in batches) < 0.75 * validation_bytes
+  assert sum(b["weights"].sum() for b in batches) == ds.validation_tokens < 0.75 * validation_bytes
+  reopened = make_dataset(source="text", files=str(tmp_path), data_dir=str(tmp_path / "tfds"),
+                          tokenizer="sentencepiece", tokenizer_model=str(model))
+  reopened.tokenizer.encode = lambda text: pytest.fail("re-encoded the split for its index")
+  assert reopened.train_tokens == ds.train_tokens and reopened.validation_tokens == ds.validation_tokens
 
 
 @pytest.mark.parametrize("knobs, message", [
