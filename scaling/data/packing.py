@@ -115,44 +115,46 @@ def compact(tokens: np.ndarray) -> np.ndarray:
   return tokens.astype(np.min_scalar_type(int(tokens.max())))
 
 
+def pack_sequences(tokens: np.ndarray, units: np.ndarray, offsets: np.ndarray, valid: np.ndarray, *,
+                   boundaries: str, token_bytes: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
+  """Packs rows of L + 1 stream tokens (inputs: the first L, targets: the last L) into FIELDS.
+
+  `units` and `offsets` give each token's document and offset in its unit; `valid` [rows, L] marks the real
+  pairs (the rest is padding: pad ids, segment 0, weight 0).
+  """
+  seq_len = tokens.shape[1] - 1
+  inputs = np.where(valid, tokens[:, :-1], pad_id).astype(np.int32)
+  targets = np.where(valid, tokens[:, 1:], pad_id).astype(np.int32)
+  if boundaries == "segments":
+    row_units, row_offsets = units[:, :-1], offsets[:, :-1]
+    first = row_units[:, :1]
+    segment_ids = np.where(valid, row_units - first + 1, 0)
+    positions = np.where(valid, np.where(row_units == first, row_offsets - row_offsets[:, :1], row_offsets), 0)
+  else:
+    segment_ids = valid
+    positions = np.where(valid, np.arange(seq_len), 0)
+  return {
+      "inputs": inputs,
+      "targets": targets,
+      "weights": valid.astype(np.float32),
+      "segment_ids": segment_ids.astype(np.int32),
+      "positions": positions.astype(np.int32),
+      "bytes": np.where(valid, token_bytes[targets], 0).astype(np.float32),
+  }
+
+
 def pack_rows(tokens: np.ndarray, units: np.ndarray, offsets: np.ndarray, *, seq_len: int,
               num_rows: int, boundaries: str, token_bytes: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
   """Turns a stream piece of up to num_rows*L + 1 tokens into num_rows rows of FIELDS, padding the end."""
   num_pairs = max(len(tokens) - 1, 0)
-  size = num_rows * seq_len
-  if num_pairs > size:
+  if num_pairs > num_rows * seq_len:
     raise ValueError(f"{num_pairs} pairs do not fit {num_rows} rows of {seq_len}")
-  valid = np.arange(size) < num_pairs
-  inputs = np.full(size, pad_id, np.int32)
-  targets = np.full(size, pad_id, np.int32)
-  inputs[:num_pairs] = tokens[:num_pairs]
-  targets[:num_pairs] = tokens[1:num_pairs + 1]
-  if boundaries == "segments":
-    segment_ids, positions = _segments(units[:num_pairs], offsets[:num_pairs], seq_len, size)
-  else:
-    segment_ids = valid.astype(np.int32)
-    positions = np.where(valid, np.arange(size) % seq_len, 0).astype(np.int32)
-  row = {
-      "inputs": inputs,
-      "targets": targets,
-      "weights": valid.astype(np.float32),
-      "segment_ids": segment_ids,
-      "positions": positions,
-      "bytes": np.where(valid, token_bytes[targets], 0).astype(np.float32),
-  }
-  return {k: v.reshape(num_rows, seq_len) for k, v in row.items()}
-
-
-def _segments(units: np.ndarray, offsets: np.ndarray, seq_len: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Numbers documents within each row from 1 and restarts positions at each document and row start."""
-  n = len(units)
-  row_start = np.arange(n) - np.arange(n) % seq_len
-  first_unit = units[row_start]
-  segment_ids = np.zeros(size, np.int32)
-  positions = np.zeros(size, np.int32)
-  segment_ids[:n] = units - first_unit + 1
-  positions[:n] = np.where(units == first_unit, offsets - offsets[row_start], offsets)
-  return segment_ids, positions
+  window = np.arange(num_rows)[:, None] * seq_len + np.arange(seq_len + 1)
+  gather = np.minimum(window, len(tokens))
+  valid = window[:, :-1] < num_pairs
+  return pack_sequences(np.append(tokens, pad_id)[gather], np.append(units, 0)[gather],
+                        np.append(offsets, 0)[gather], valid, boundaries=boundaries, token_bytes=token_bytes,
+                        pad_id=pad_id)
 
 
 def stack_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import weakref
 from typing import Any, Iterator, Sequence
@@ -129,12 +130,13 @@ class PackedBatchIterator(grain.DatasetIterator):
   def __next__(self) -> dict[str, np.ndarray]:
     positions = [self._step * self._spec.global_batch + r for r in self._spec.rows()]
     sequences = [self._order.sequence(p) for p in positions]
-    rows = list(self._executor.map(self._row, sequences) if self._executor else map(self._row, sequences))
+    read = functools.partial(self._stream.sequence, seq_len=self._spec.seq_len)
+    pieces = list(self._executor.map(read, sequences) if self._executor else map(read, sequences))
+    tokens, units, offsets = (np.stack(field) for field in zip(*pieces))
     self._step += 1
-    return packing.stack_rows(rows)
-
-  def _row(self, sequence: int) -> dict[str, np.ndarray]:
-    return pack_sequence(self._stream, self._tokenizer, sequence, self._spec.seq_len, self._spec.boundaries)
+    return packing.pack_sequences(tokens, units, offsets, np.ones((len(pieces), self._spec.seq_len), bool),
+                                  boundaries=self._spec.boundaries, token_bytes=self._tokenizer.token_bytes,
+                                  pad_id=self._tokenizer.pad_id)
 
   def _identity(self) -> dict[str, Any]:
     return {"spec": dataclasses.asdict(self._spec), "stream_tokens": self._stream.num_tokens}

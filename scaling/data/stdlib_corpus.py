@@ -47,10 +47,12 @@ def list_py_files(root: pathlib.Path) -> tuple[str, ...]:
   found = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
+    relative = os.path.relpath(dirpath, root).replace(os.sep, "/")
+    prefix = "" if relative == "." else f"{relative}/"
     for name in filenames:
       path = os.path.join(dirpath, name)
       if name.endswith(".py") and os.path.isfile(path) and os.path.getsize(path) > 0:
-        found.append(pathlib.Path(path).relative_to(root).as_posix())
+        found.append(prefix + name)
   return tuple(sorted(found))
 
 
@@ -70,7 +72,7 @@ def stat_fingerprint(root: pathlib.Path, files: tuple[str, ...]) -> str:
   """Returns a sha256 over every file's (path, size, mtime_ns): what the cached content hash is keyed by."""
   digest = hashlib.sha256(str(root).encode())
   for rel in files:
-    stat = (root / rel).stat()
+    stat = os.stat(os.path.join(root, rel))
     digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
   return digest.hexdigest()
 
