@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 import tempfile
 from typing import Sequence
 
@@ -66,6 +67,9 @@ def load_or_build(texts: Sequence[bytes], tokenizer: Tokenizer, split: str,
       starts = np.load(path, mmap_mode="r")
       if len(starts) == len(texts) + 1:
         return starts
+  if dirs:
+    print(f"scaling: indexing the {len(texts)} documents of the {split} split for {tokenizer.identity()['kind']} "
+          f"tokens (once, cached in {dirs[0]})", file=sys.stderr, flush=True)
   starts = starts_from_lengths(unit_lengths(texts, tokenizer))
   for directory in dirs:
     if _save(directory / name, starts):
