@@ -50,7 +50,8 @@ def test_the_validation_split_holds_over_a_megabyte_and_too_many_eval_tokens_fai
   assert stdlib_dataset.validation_tokens > 1_000_000
   stdlib_dataset.check_eval_tokens(262_144, 1024)
   too_many = stdlib_dataset.validation_tokens + 1
-  with pytest.raises(UserError, match=rf"^train.eval_tokens = {too_many} exceeds the validation split of stdlib_source"):
+  message = rf"^train.eval_tokens = {too_many} exceeds the validation split of stdlib_source"
+  with pytest.raises(UserError, match=message):
     stdlib_dataset.eval_batches(seq_len=256, batch_size=8, num_tokens=too_many)
 
 

@@ -1,4 +1,4 @@
-"""Packing: sequences tile the split's stream (every token a target once), read in any order; boundaries are honoured."""
+"""Packing: sequences tile the split's stream (every token a target once) in any order; boundaries hold."""
 
 import collections
 

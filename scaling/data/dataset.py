@@ -111,7 +111,7 @@ def _builder_name(builder: tfds.core.DatasetBuilder) -> str:
 
 def open_source(source: str, data_dir: str, *, files: Any, name: str | None, text_field: str, train_split: str,
                 validation_split: str) -> tuple[str, Sequence[bytes], Sequence[bytes], dict[str, Any], str]:
-  """Returns (name, train texts, validation texts, info, prepared dir) of the configured source, preparing local ones once."""
+  """Returns (name, train texts, validation texts, info, prepared dir) of the source, preparing local ones once."""
   if source == "stdlib":
     builder, seconds = stdlib_corpus.load(data_dir)
     train_split, validation_split, text_field = "train", "validation", "text"
