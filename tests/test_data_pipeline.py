@@ -70,6 +70,43 @@ def test_background_reads_do_not_change_the_stream(unique_tokens):
                _take(_iterator(docs, prefetch=0, unique_tokens=unique_tokens), 25))
 
 
+def test_batch_s_holds_the_permuted_sequences_s_times_b_to_s_times_b_plus_b_across_epochs():
+  docs, seq_len, batch = _docs(), 32, 8
+  stream = np.concatenate([[TOK.eos_id, *d] for d in docs])
+  num_sequences = (len(stream) - 1) // seq_len
+  order = pipeline.SequenceOrder(num_sequences, seed=2)
+  steps = 2 * num_sequences // batch + 1
+  batches = _take(_iterator(docs, seed=2, prefetch=0), steps)
+  drawn = []
+  for s, b in enumerate(batches):
+    for r in range(batch):
+      k = order.sequence(s * batch + r)
+      np.testing.assert_array_equal(b["inputs"][r], stream[k * seq_len:(k + 1) * seq_len])
+      np.testing.assert_array_equal(b["targets"][r], stream[k * seq_len + 1:(k + 1) * seq_len + 1])
+      drawn.append(k)
+  assert sorted(drawn[:num_sequences]) == sorted(drawn[num_sequences:2 * num_sequences]) == list(range(num_sequences))
+  assert drawn[:num_sequences] != drawn[num_sequences:2 * num_sequences]
+
+
+def test_the_state_is_the_step_and_restores_across_an_epoch_boundary():
+  docs = _docs()
+  epoch_steps = sum(len(d) + 1 for d in docs) // 32 // 8
+  uninterrupted = _take(_iterator(docs), epoch_steps + 3)
+  first = _iterator(docs)
+  _take(first, epoch_steps - 1)
+  state = first.get_state()
+  assert state["step"] == epoch_steps - 1 and set(state) == {"version", "step", "spec", "stream_tokens"}
+  resumed = _iterator(docs, read_threads=2)
+  resumed.set_state(json.loads(json.dumps(state)))
+  _assert_same(_take(resumed, 4), uninterrupted[epoch_steps - 1:])
+
+
+def test_restoring_a_state_of_another_corpus_is_a_user_error():
+  state = _iterator(_docs(seed=0)).get_state()
+  with pytest.raises(UserError, match="state was saved for"):
+    _iterator(_docs(seed=1)).set_state(state)
+
+
 def test_restoring_a_state_of_another_stream_is_a_user_error():
   docs = _docs()
   state = _iterator(docs, seq_len=32).get_state()
