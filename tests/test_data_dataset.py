@@ -95,6 +95,7 @@ def test_sentencepiece_dataset_reports_bytes_per_token(tmp_path):
                           tokenizer="sentencepiece", tokenizer_model=str(model))
   reopened.tokenizer.encode = lambda text: pytest.fail("re-encoded the split for its index")
   assert reopened.train_tokens == ds.train_tokens and reopened.validation_tokens == ds.validation_tokens
+  assert next(reopened.train_iterator(seq_len=32, global_batch=2))["inputs"].shape == (2, 32)
 
 
 @pytest.mark.parametrize("knobs, message", [

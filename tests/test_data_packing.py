@@ -18,9 +18,10 @@ def _docs(n: int, seed: int = 0) -> list[bytes]:
   return [bytes(rng.integers(97, 123, size=int(rng.integers(1, 90)), dtype=np.uint8)) for _ in range(n)]
 
 
-def _stream(docs, cache_bytes=packing.CACHE_BYTES):
-  starts = index.starts_from_lengths(index.unit_lengths(docs, TOK))
-  return packing.TokenStream(docs, TOK.encode, EOS, starts, cache_bytes=cache_bytes)
+def _stream(docs, cache_bytes=packing.CACHE_BYTES, mapped=False):
+  split_index = index.build(docs, TOK)
+  return packing.TokenStream(docs, TOK.encode, EOS, split_index.starts, cache_bytes=cache_bytes,
+                             tokens=split_index.tokens if mapped else None)
 
 
 def _rows(docs, *, seq_len, boundaries="segments", sequences=None):
@@ -45,19 +46,21 @@ def test_sequences_tile_the_stream_so_no_token_is_lost_or_duplicated(seq_len):
   assert collections.Counter(rows["targets"].reshape(-1).tolist()) + tail == all_targets
 
 
-def test_reading_out_of_order_with_a_tiny_cache_gives_the_same_sequences():
+def test_reading_out_of_order_from_documents_or_the_cached_stream_gives_the_same_sequences():
   docs = _docs(30)
   stream = _stream(docs)
   order = np.random.default_rng(0).permutation(stream.num_sequences(16))
-  small = _stream(docs, cache_bytes=1)
-  for k in order:
-    for a, b in zip(stream.sequence(int(k), 16), small.sequence(int(k), 16)):
-      np.testing.assert_array_equal(a, b)
+  for other in (_stream(docs, cache_bytes=1), _stream(docs, mapped=True)):
+    for k in order:
+      for a, b in zip(stream.sequence(int(k), 16), other.sequence(int(k), 16), strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
 
 
 def test_a_document_that_disagrees_with_the_index_is_an_error():
   docs = _docs(5)
-  stream = packing.TokenStream(docs, TOK.encode, EOS, index.starts_from_lengths(index.unit_lengths(docs, TOK) + 1))
+  wrong = index.starts_from_lengths(np.diff(index.build(docs, TOK).starts) + 1)
+  stream = packing.TokenStream(docs, TOK.encode, EOS, wrong)
   with pytest.raises(ValueError, match="token index says"):
     stream.sequence(0, 8)
 

@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from scaling.data import index
 from scaling.data import pipeline
 from scaling.data.pipeline import StreamSpec
 from scaling.data.tokenizers import ByteTokenizer
@@ -27,10 +28,11 @@ def _docs(n: int = 60, seed: int = 0) -> list[bytes]:
 
 
 def _iterator(docs, *, seq_len=32, global_batch=8, seed=0, process_index=0, process_count=1, unique_tokens=None,
-              prefetch=2, read_threads=0):
+              prefetch=2, read_threads=0, mapped=True):
   spec = StreamSpec(seq_len=seq_len, global_batch=global_batch, seed=seed, process_index=process_index,
                     process_count=process_count, boundaries="segments", unique_tokens=unique_tokens)
-  return pipeline.train_batches(pipeline.make_stream(docs, TOK), TOK, spec, prefetch, read_threads)
+  split_index = index.build(docs, TOK, max_stream_bytes=None if mapped else 0)
+  return pipeline.train_batches(pipeline.make_stream(docs, TOK, split_index), TOK, spec, prefetch, read_threads)
 
 
 def _take(iterator, n):
@@ -64,10 +66,11 @@ def test_restored_iterator_continues_exactly_like_the_uninterrupted_one(unique_t
 
 
 @pytest.mark.parametrize("unique_tokens", [None, 8 * 32 * 5])
-def test_background_reads_do_not_change_the_stream(unique_tokens):
+def test_background_reads_and_reading_documents_do_not_change_the_stream(unique_tokens):
   docs = _docs()
-  _assert_same(_take(_iterator(docs, read_threads=3, unique_tokens=unique_tokens), 25),
-               _take(_iterator(docs, prefetch=0, unique_tokens=unique_tokens), 25))
+  reference = _take(_iterator(docs, prefetch=0, unique_tokens=unique_tokens), 25)
+  _assert_same(_take(_iterator(docs, read_threads=3, unique_tokens=unique_tokens, mapped=False), 25), reference)
+  _assert_same(_take(_iterator(docs, read_threads=3, unique_tokens=unique_tokens), 25), reference)
 
 
 def test_batch_s_holds_the_permuted_sequences_s_times_b_to_s_times_b_plus_b_across_epochs():

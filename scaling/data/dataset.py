@@ -44,8 +44,8 @@ class Dataset:
   cache_dir: str | None = None
 
   def _stream(self, texts: Sequence[bytes], split: str) -> packing.TokenStream:
-    starts = index.load_or_build(texts, self.tokenizer, split, index.cache_dirs(self.cache_dir, self.name))
-    return pipeline.make_stream(texts, self.tokenizer, starts)
+    split_index = index.load_or_build(texts, self.tokenizer, split, index.cache_dirs(self.cache_dir, self.name))
+    return pipeline.make_stream(texts, self.tokenizer, split_index)
 
   @functools.cached_property
   def train_stream(self) -> packing.TokenStream:

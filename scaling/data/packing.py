@@ -44,18 +44,22 @@ def shuffle(index: int, size: int, seed: int, epoch: int, salt: str = "sequences
 class TokenStream:
   """Random access to a split's token stream: its units ([EOS] + tokens) concatenated in stored order.
 
-  `starts` is the split's token-length index (see `index.py`). Recently used units are cached, up to
-  `cache_bytes` in the smallest dtype that holds them, so sequences of a long document do not re-read it.
+  `starts` is the split's token-length index (see `index.py`). With `tokens` (the whole stream, e.g. mapped
+  from the index's cache) reads are slices; otherwise documents are read and encoded on demand, recently
+  used units cached up to `cache_bytes` so sequences of a long document do not re-read it.
   """
 
   def __init__(self, texts: Sequence[bytes], encode: Callable[[bytes], np.ndarray], eos_id: int,
-               starts: np.ndarray, cache_bytes: int = CACHE_BYTES):
+               starts: np.ndarray, cache_bytes: int = CACHE_BYTES, tokens: np.ndarray | None = None):
     if len(starts) != len(texts) + 1:
       raise ValueError(f"token index has {len(starts) - 1} documents, the split {len(texts)}")
+    if tokens is not None and len(tokens) != starts[-1]:
+      raise ValueError(f"token stream has {len(tokens)} tokens, the token index {starts[-1]}")
     self._texts = texts
     self._encode = encode
     self._eos = np.array([eos_id], np.int32)
     self.starts = np.asarray(starts, np.int64)
+    self._tokens = tokens
     self._cache_bytes = cache_bytes
     self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self._cached_bytes = 0
@@ -91,6 +95,10 @@ class TokenStream:
 
   def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns stream tokens [start, stop) with each token's document number and offset in its unit."""
+    if self._tokens is not None:
+      positions = np.arange(start, stop, dtype=np.int64)
+      documents = np.searchsorted(self.starts, positions, side="right") - 1
+      return np.asarray(self._tokens[start:stop], np.int32), documents, positions - self.starts[documents]
     first = int(np.searchsorted(self.starts, start, side="right") - 1)
     last = int(np.searchsorted(self.starts, stop - 1, side="right") - 1)
     tokens, units, offsets = [], [], []

@@ -160,11 +160,13 @@ def pack_sequence(stream: packing.TokenStream, tokenizer: Tokenizer, sequence: i
                            token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
 
 
-def make_stream(texts: Sequence[bytes], tokenizer: Tokenizer, starts: np.ndarray | None = None) -> packing.TokenStream:
-  """Returns the token stream of a split, building its token-length index in memory unless given."""
-  if starts is None:
-    starts = index.load_or_build(texts, tokenizer, "split")
-  return packing.TokenStream(texts, tokenizer.encode, tokenizer.eos_id, starts)
+def make_stream(texts: Sequence[bytes], tokenizer: Tokenizer,
+                split_index: index.SplitIndex | None = None) -> packing.TokenStream:
+  """Returns the token stream of a split, building its index in memory unless given."""
+  if split_index is None:
+    split_index = index.build(texts, tokenizer)
+  return packing.TokenStream(texts, tokenizer.encode, tokenizer.eos_id, split_index.starts,
+                             tokens=split_index.tokens)
 
 
 def check_sharding(batch: int, process_index: int, process_count: int, what: str) -> None:
