@@ -30,7 +30,8 @@ TOKENIZERS = ("bytes", "sentencepiece")
 class Dataset:
   """A corpus with its tokenizer: train batches as a checkpointable stream, validation as a fixed list.
 
-  `cache_dir` is the prepared dataset's directory, where the splits' token-length indexes are cached.
+  `cache_dir` is the prepared dataset's directory, where the splits' token-length indexes (and token
+  streams, where they fit) are cached; without it they are built in memory.
   """
 
   name: str
@@ -49,7 +50,7 @@ class Dataset:
 
   @functools.cached_property
   def train_stream(self) -> packing.TokenStream:
-    """The training split's token stream (its index is built once, then loaded from the cache)."""
+    """The training split's token stream (its index is built once, then mapped from the cache)."""
     return self._stream(self.train_texts, "train")
 
   @functools.cached_property

@@ -47,8 +47,8 @@ class TextView(Sequence[bytes]):
   def __len__(self) -> int:
     return len(self._source)
 
-  def __getitem__(self, index: int) -> bytes:
-    value = self._source[index][self._field]
+  def __getitem__(self, position: int) -> bytes:
+    value = self._source[position][self._field]
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
   def __iter__(self) -> Iterator[bytes]:
