@@ -4,6 +4,7 @@ import gin
 import numpy as np
 import pytest
 
+from scaling.data import index
 from scaling.data import make_dataset
 from scaling.data import tokenizers
 from scaling.errors import UserError
@@ -108,3 +109,15 @@ def test_sentencepiece_dataset_reports_bytes_per_token(tmp_path):
 def test_bad_knobs_are_user_errors(tmp_path, knobs, message):
   with pytest.raises(UserError, match=message):
     make_dataset(data_dir=str(tmp_path), **knobs)
+
+
+def test_an_index_is_cached_where_the_dataset_dir_is_read_only_too(tmp_path, monkeypatch):
+  monkeypatch.setattr(index, "HOME_CACHE", str(tmp_path / "home"))
+  dirs = index.cache_dirs("gs://bucket/tfds/c4/en/3.0.1", "c4/en/3.0.1")
+  assert dirs == [tmp_path / "home" / "c4_en_3.0.1"]
+  texts = [b"abc", b"defgh"]
+  built = index.load_or_build(texts, tokenizers.ByteTokenizer(), "train", dirs)
+  assert list(built.starts) == [0, 4, 10]
+  assert sorted(p.name.split(".")[1] for p in dirs[0].iterdir()) == ["starts", "tokens"]
+  again = index.load_or_build(texts, tokenizers.ByteTokenizer(), "train", dirs)
+  np.testing.assert_array_equal(again.tokens, built.tokens)

@@ -45,7 +45,8 @@ class Dataset:
   cache_dir: str | None = None
 
   def _stream(self, texts: Sequence[bytes], split: str) -> packing.TokenStream:
-    split_index = index.load_or_build(texts, self.tokenizer, split, index.cache_dirs(self.cache_dir, self.name))
+    dirs = index.cache_dirs(self.cache_dir, f"{self.name}/{self.info.get('version', '')}")
+    split_index = index.load_or_build(texts, self.tokenizer, split, dirs)
     return pipeline.make_stream(texts, self.tokenizer, split_index)
 
   @functools.cached_property

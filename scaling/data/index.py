@@ -75,10 +75,13 @@ def cache_name(split: str, num_documents: int, tokenizer: Tokenizer) -> str:
   return f"{split}-{num_documents}-{identity['kind']}-{identity['hash']}"
 
 
-def cache_dirs(data_dir: str | None, dataset_name: str) -> list[pathlib.Path]:
-  """Returns where an index may live: next to the prepared dataset (if local), then under ~/.cache/scaling."""
+def cache_dirs(data_dir: str | None, dataset_id: str) -> list[pathlib.Path]:
+  """Returns where an index may live: next to the prepared dataset (if local), then under ~/.cache/scaling.
+
+  `dataset_id` (name and version) names the fallback directory, for datasets in remote or read-only dirs.
+  """
   dirs = [] if not data_dir or "://" in data_dir else [pathlib.Path(data_dir) / "token_index"]
-  return dirs + [pathlib.Path(HOME_CACHE).expanduser() / dataset_name.replace("/", "_")]
+  return dirs + [pathlib.Path(HOME_CACHE).expanduser() / dataset_id.strip("/").replace("/", "_")]
 
 
 def _save(path: pathlib.Path, array: np.ndarray) -> bool:
