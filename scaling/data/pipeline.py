@@ -130,13 +130,10 @@ class PackedBatchIterator(grain.DatasetIterator):
   def __next__(self) -> dict[str, np.ndarray]:
     positions = [self._step * self._spec.global_batch + r for r in self._spec.rows()]
     sequences = [self._order.sequence(p) for p in positions]
-    read = functools.partial(self._stream.sequence, seq_len=self._spec.seq_len)
-    pieces = list(self._executor.map(read, sequences) if self._executor else map(read, sequences))
-    tokens, units, offsets = (np.stack(field) for field in zip(*pieces))
+    rows = pack_stream_sequences(self._stream, self._tokenizer, sequences, self._spec.seq_len, self._spec.boundaries,
+                                 self._executor)
     self._step += 1
-    return packing.pack_sequences(tokens, units, offsets, np.ones((len(pieces), self._spec.seq_len), bool),
-                                  boundaries=self._spec.boundaries, token_bytes=self._tokenizer.token_bytes,
-                                  pad_id=self._tokenizer.pad_id)
+    return rows
 
   def _identity(self) -> dict[str, Any]:
     return {"spec": dataclasses.asdict(self._spec), "stream_tokens": self._stream.num_tokens}
@@ -152,12 +149,23 @@ class PackedBatchIterator(grain.DatasetIterator):
     self._step = int(state["step"])
 
 
-def pack_sequence(stream: packing.TokenStream, tokenizer: Tokenizer, sequence: int, seq_len: int,
-                  boundaries: str) -> dict[str, np.ndarray]:
-  """Returns one packed row (fields of shape [1, seq_len]) of a stream's sequence, padded at the stream's end."""
-  tokens, units, offsets = stream.sequence(sequence, seq_len)
-  return packing.pack_rows(tokens, units, offsets, seq_len=seq_len, num_rows=1, boundaries=boundaries,
-                           token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
+def pack_stream_sequences(stream: packing.TokenStream, tokenizer: Tokenizer, sequences: Sequence[int],
+                          seq_len: int, boundaries: str,
+                          executor: concurrent.futures.Executor | None = None) -> dict[str, np.ndarray]:
+  """Returns the packed rows [len(sequences), seq_len] of a stream's sequences, padding any cut short at its end."""
+  read = functools.partial(stream.sequence, seq_len=seq_len)
+  pieces = list(executor.map(read, sequences) if executor else map(read, sequences))
+  width = seq_len + 1
+  tokens = np.full((len(pieces), width), tokenizer.pad_id, np.int32)
+  units = np.zeros((len(pieces), width), np.int64)
+  offsets = np.zeros((len(pieces), width), np.int64)
+  for row, (piece_tokens, piece_units, piece_offsets) in enumerate(pieces):
+    tokens[row, :len(piece_tokens)] = piece_tokens
+    units[row, :len(piece_units)] = piece_units
+    offsets[row, :len(piece_offsets)] = piece_offsets
+  valid = np.arange(seq_len) < np.array([len(p[0]) - 1 for p in pieces], np.int64).reshape(-1, 1)
+  return packing.pack_sequences(tokens, units, offsets, valid, boundaries=boundaries,
+                                token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
 
 
 def make_stream(texts: Sequence[bytes], tokenizer: Tokenizer,
@@ -231,7 +239,7 @@ def validation_batches(stream: packing.TokenStream, tokenizer: Tokenizer, *, seq
   else:
     check_eval_tokens(num_tokens, seq_len, stream, name)
     sequences = eval_sequences(stream.num_sequences(seq_len), math.ceil(num_tokens / seq_len))
-  rows = packing.stack_rows([pack_sequence(stream, tokenizer, int(k), seq_len, boundaries) for k in sequences])
+  rows = pack_stream_sequences(stream, tokenizer, [int(k) for k in sequences], seq_len, boundaries)
   if num_tokens is not None:
     _drop_targets_after(rows, num_tokens)
   num_batches = math.ceil(len(sequences) / batch_size)
