@@ -36,4 +36,4 @@ def test_racing_processes_prepare_once_and_both_read_the_data(tmp_path):
   assert [p.returncode for p in procs] == [0, 0], results
   assert [out.strip() for out, _ in results] == ["300", "300"]
   assert sum(err.count("scaling: preparing text_files/") for _, err in results) == 1
-  assert len(list((tmp_path / "tfds" / "text_files").glob("*/1.0.0/dataset_info.json"))) == 1
+  assert len(list((tmp_path / "tfds" / "text_files").glob("*/2.0.0/dataset_info.json"))) == 1

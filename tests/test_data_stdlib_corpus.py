@@ -45,7 +45,7 @@ def test_content_hash_changes_with_any_file(fake_stdlib):
 def test_validation_split_is_a_fixed_percent_of_paths():
   paths = [f"dir{i // 100}/file{i}.py" for i in range(20_000)]
   chosen = [p for p in paths if stdlib_corpus.is_validation(p)]
-  assert 0.007 < len(chosen) / len(paths) < 0.013
+  assert 0.045 < len(chosen) / len(paths) < 0.055
   assert chosen == [p for p in paths if stdlib_corpus.is_validation(p)]
 
 
@@ -55,7 +55,7 @@ def test_builder_writes_array_record_splits_by_file_and_records_the_hash(fake_st
   builder = stdlib_corpus.StdlibSource(corpus=corpus, data_dir=str(tmp_path / "tfds"), file_format="array_record")
   builder.download_and_prepare()
   data_dir = pathlib.Path(builder.data_dir)
-  assert data_dir.parts[-3:] == ("stdlib_source", corpus.config_name, "1.0.0")
+  assert data_dir.parts[-3:] == ("stdlib_source", corpus.config_name, "2.0.0")
   assert list(data_dir.glob("stdlib_source-train.array_record-*"))
   metadata = json.loads((data_dir / "metadata.json").read_text())
   assert metadata["content_hash"] == corpus.content_hash
@@ -71,3 +71,24 @@ def test_builder_writes_array_record_splits_by_file_and_records_the_hash(fake_st
   assert read == expected
   assert metadata["split_bytes"]["validation"] == sum(len(v) for k, v in expected.items()
                                                       if stdlib_corpus.is_validation(k))
+
+
+def test_a_warm_scan_reuses_the_cached_hash_until_a_file_changes(fake_stdlib, tmp_path, monkeypatch):
+  root, _ = fake_stdlib
+  cache = tmp_path / "cache" / "hashes.json"
+  cold = stdlib_corpus.scan(root, cache_file=cache)
+  real_hash_files = stdlib_corpus.hash_files
+  monkeypatch.setattr(stdlib_corpus, "hash_files", lambda *a: pytest.fail("re-hashed an unchanged corpus"))
+  assert stdlib_corpus.scan(root, cache_file=cache) == cold
+  monkeypatch.setattr(stdlib_corpus, "hash_files", real_hash_files)
+  (root / "mod3.py").write_text("edited, and longer than before\n")
+  edited = stdlib_corpus.scan(root, cache_file=cache)
+  assert edited.content_hash != cold.content_hash
+  assert edited == stdlib_corpus.scan(root)
+
+
+def test_this_interpreters_validation_split_holds_over_a_megabyte_from_across_the_library():
+  corpus = stdlib_corpus.scan()
+  chosen = [f for f in corpus.files if stdlib_corpus.is_validation(f)]
+  assert sum((corpus.root / f).stat().st_size for f in chosen) > 1_000_000
+  assert len({f.split("/")[0] for f in chosen}) >= 10

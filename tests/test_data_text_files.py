@@ -3,6 +3,7 @@
 import gzip
 import json
 
+import numpy as np
 import pytest
 
 from scaling.data import text_files
@@ -73,3 +74,13 @@ def test_bad_files_are_user_errors_naming_the_file(tmp_path, setup, files, messa
   setup(tmp_path)
   with pytest.raises(UserError, match=message):
     text_files.scan(str(tmp_path / files))
+
+
+def test_a_corpus_of_few_large_files_gets_a_validation_split_of_several_spread_files(tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(60):
+    (tmp_path / f"book{i:02d}.txt").write_bytes(bytes(rng.integers(97, 123, size=100_000, dtype=np.uint8)))
+  corpus = text_files.scan(str(tmp_path))
+  chosen = sorted(p.name for p in corpus.files if corpus.is_validation(str(p)))
+  assert 0.04 <= corpus.split_bytes["validation"] / (60 * 100_000) <= 0.07 and len(chosen) >= 3
+  assert chosen[0] < "book30" < chosen[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import gin
@@ -11,6 +12,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from scaling.data import catalog
+from scaling.data import index
+from scaling.data import packing
 from scaling.data import pipeline
 from scaling.data import preparation
 from scaling.data import stdlib_corpus
@@ -25,7 +28,11 @@ TOKENIZERS = ("bytes", "sentencepiece")
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A corpus with its tokenizer: train batches as a checkpointable stream, validation as a fixed list."""
+  """A corpus with its tokenizer: train batches as a checkpointable stream, validation as a fixed list.
+
+  `cache_dir` is the prepared dataset's directory, where the splits' token-length indexes (and token
+  streams, where they fit) are cached; without it they are built in memory.
+  """
 
   name: str
   tokenizer: tokenizers.Tokenizer
@@ -35,39 +42,59 @@ class Dataset:
   prefetch: int = 2
   read_threads: int = 0
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  cache_dir: str | None = None
+
+  def _stream(self, texts: Sequence[bytes], split: str) -> packing.TokenStream:
+    dirs = index.cache_dirs(self.cache_dir, f"{self.name}/{self.info.get('version', '')}")
+    split_index = index.load_or_build(texts, self.tokenizer, split, dirs)
+    return pipeline.make_stream(texts, self.tokenizer, split_index)
+
+  @functools.cached_property
+  def train_stream(self) -> packing.TokenStream:
+    """The training split's token stream (its index is built once, then mapped from the cache)."""
+    return self._stream(self.train_texts, "train")
+
+  @functools.cached_property
+  def validation_stream(self) -> packing.TokenStream:
+    """The validation split's token stream."""
+    return self._stream(self.validation_texts, "validation")
 
   def train_iterator(self, seq_len: int, global_batch: int, seed: int = 0, process_index: int = 0,
                      process_count: int = 1, *, unique_tokens: int | None = None) -> grain.DatasetIterator:
     """Returns this process's endless, deterministic stream of [global_batch / process_count, seq_len] batches.
 
-    With unique_tokens, the stream's first unique_tokens (rounded to whole steps, see `plan_unique`)
-    repeat, each epoch in a fresh order of steps.
+    Batches hold sequences in a seeded global shuffle, a fresh one each epoch. With unique_tokens, a fixed
+    random set of ceil(unique_tokens / seq_len) sequences repeats, each epoch in a fresh order.
     """
-    if unique_tokens is not None and self.train_tokens is not None and unique_tokens > self.train_tokens:
-      raise UserError(f"unique_tokens = {unique_tokens} exceeds the {self.train_tokens} tokens of the training "
-                      f"split of {self.name}")
     spec = pipeline.StreamSpec(seq_len=seq_len, global_batch=global_batch, seed=seed,
                                process_index=process_index, process_count=process_count,
                                boundaries=self.boundaries, unique_tokens=unique_tokens)
-    return pipeline.train_batches(self.train_texts, self.tokenizer, spec, self.prefetch, self.read_threads)
+    return pipeline.train_batches(self.train_stream, self.tokenizer, spec, self.prefetch, self.read_threads,
+                                  name=self.name)
 
   @property
-  def train_tokens(self) -> int | None:
-    """Tokens in one pass over the training split (bytes plus one EOS per document); None if unknown."""
-    split_bytes = self.info.get("split_bytes", {}).get("train")
-    if not isinstance(self.tokenizer, tokenizers.ByteTokenizer) or split_bytes is None:
-      return None
-    return int(split_bytes) + len(self.train_texts)
+  def train_tokens(self) -> int:
+    """Tokens in one pass over the training split (one EOS plus the document's tokens per document)."""
+    return self.train_stream.num_tokens
 
-  def epochs(self, tokens: int, seq_len: int, global_batch: int, unique_tokens: int | None = None) -> float | None:
+  @property
+  def validation_tokens(self) -> int:
+    """Targets the validation split holds: the most `train.eval_tokens` can ask for (less a tail < seq_len)."""
+    return max(self.validation_stream.num_tokens - 1, 0)
+
+  def check_eval_tokens(self, num_tokens: int, seq_len: int) -> None:
+    """Raises a one-line UserError naming train.eval_tokens when the validation split cannot supply it."""
+    pipeline.check_eval_tokens(num_tokens, seq_len, self.validation_stream, self.name)
+
+  def epochs(self, tokens: int, seq_len: int, global_batch: int, unique_tokens: int | None = None) -> float:
     """Returns the passes a run of `tokens` makes over its data (D / U with unique_tokens), for run.json."""
     return pipeline.epochs(tokens, unique_tokens, global_batch, seq_len, self.train_tokens)
 
   def eval_batches(self, seq_len: int, batch_size: int, num_tokens: int | None = None, process_index: int = 0,
                    process_count: int = 1) -> list[dict[str, np.ndarray]]:
-    """Returns this process's share of the fixed validation set: its first num_tokens targets, in full."""
+    """Returns this process's share of the fixed validation set: num_tokens targets spread over the split."""
     return pipeline.validation_batches(
-        self.validation_texts, self.tokenizer, seq_len=seq_len, batch_size=batch_size, num_tokens=num_tokens,
+        self.validation_stream, self.tokenizer, seq_len=seq_len, batch_size=batch_size, num_tokens=num_tokens,
         process_index=process_index, process_count=process_count, boundaries=self.boundaries, name=self.name)
 
 
@@ -85,8 +112,8 @@ def _builder_name(builder: tfds.core.DatasetBuilder) -> str:
 
 
 def open_source(source: str, data_dir: str, *, files: Any, name: str | None, text_field: str, train_split: str,
-                validation_split: str) -> tuple[str, Sequence[bytes], Sequence[bytes], dict[str, Any]]:
-  """Returns (name, train texts, validation texts, info) of the configured source, preparing local ones once."""
+                validation_split: str) -> tuple[str, Sequence[bytes], Sequence[bytes], dict[str, Any], str]:
+  """Returns (name, train texts, validation texts, info, prepared dir) of the source, preparing local ones once."""
   if source == "stdlib":
     builder, seconds = stdlib_corpus.load(data_dir)
     train_split, validation_split, text_field = "train", "validation", "text"
@@ -108,7 +135,7 @@ def open_source(source: str, data_dir: str, *, files: Any, name: str | None, tex
           "splits": {"train": train_split, "validation": validation_split},
           "documents": {"train": len(train), "validation": len(validation)},
           **{k: v for k, v in builder.info.metadata.items() if k != "files"}}
-  return _builder_name(builder), train, validation, info
+  return _builder_name(builder), train, validation, info, str(builder.data_dir)
 
 
 def make_tokenizer(kind: str, model_file: str | None, vocab_size: int | None) -> tokenizers.Tokenizer:
@@ -155,8 +182,9 @@ def make_dataset(**overrides: Any) -> Dataset:
     raise UserError(f"unknown data.boundaries {config.boundaries!r}; expected one of {', '.join(BOUNDARIES)}")
   tok = make_tokenizer(config.tokenizer, config.tokenizer_model, config.vocab_size)
   data_dir = config.data_dir or preparation.default_data_dir()
-  ds_name, train, validation, info = open_source(
+  ds_name, train, validation, info, prepared_dir = open_source(
       config.source, data_dir, files=config.files, name=config.name, text_field=config.text_field,
       train_split=config.train_split, validation_split=config.validation_split)
   return Dataset(name=ds_name, tokenizer=tok, train_texts=train, validation_texts=validation,
-                 boundaries=config.boundaries, prefetch=config.prefetch, read_threads=config.read_threads, info=info)
+                 boundaries=config.boundaries, prefetch=config.prefetch, read_threads=config.read_threads, info=info,
+                 cache_dir=prepared_dir)

@@ -1,9 +1,10 @@
-"""The dataset the trainer uses: a checkpointable grain stream of packed batches and a fixed validation set.
+"""The dataset the trainer uses: a checkpointable grain stream of shuffled packed sequences and a fixed validation set.
 
-Batches are built from `global_batch` lanes: row r of every batch packs the documents at shuffled
-positions r, r + B, r + 2B, ... (epoch after epoch, each with a fresh permutation). A process reads only
-its own lanes, so process p yields rows [p*B/P, (p+1)*B/P) of what a single process would, and the
-iterator's state is just each lane's cursor.
+The training split is one token stream (`packing.TokenStream`) cut into sequences of seq_len targets.
+Every epoch visits all of them in a seeded global permutation (`SequenceOrder`); global batch s holds
+the permuted sequences s*B .. s*B + B - 1, so consecutive rows are independent draws rather than the
+continuation of one document. Batches are a pure function of the step: process p builds only rows
+[p*B/P, (p+1)*B/P), and the iterator's state is the step.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import weakref
 from typing import Any, Iterator, Sequence
@@ -18,12 +20,12 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
+from scaling.data import index
 from scaling.data import packing
 from scaling.data.tokenizers import Tokenizer
 from scaling.errors import UserError
 
-STATE_VERSION = 1
-READ_AHEAD = 2  # documents each lane reads ahead when data.read_threads > 0
+STATE_VERSION = 2
 _OPEN_ITERATORS: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -45,8 +47,8 @@ class TextView(Sequence[bytes]):
   def __len__(self) -> int:
     return len(self._source)
 
-  def __getitem__(self, index: int) -> bytes:
-    value = self._source[index][self._field]
+  def __getitem__(self, position: int) -> bytes:
+    value = self._source[position][self._field]
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
   def __iter__(self) -> Iterator[bytes]:
@@ -65,86 +67,114 @@ class StreamSpec:
   boundaries: str
   unique_tokens: int | None = None
 
-  def lanes(self) -> range:
+  def rows(self) -> range:
     """Returns the rows of the global batch this process produces."""
     share = self.global_batch // self.process_count
     return range(self.process_index * share, (self.process_index + 1) * share)
 
 
-class PackedBatches(grain.IterDataset):
-  """Endless packed batches of this process's lanes."""
+@dataclasses.dataclass(frozen=True)
+class SequenceOrder:
+  """Maps a global row position (step * B + row) to a sequence of the split: a fresh permutation per epoch.
 
-  def __init__(self, texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
+  With `unique` sequences, the run's set is the first `unique` of the seed's epoch-0 permutation (a random
+  subset spread over the corpus); epoch 0 visits it in that order, later epochs in a fresh permutation.
+  """
+
+  num_sequences: int
+  seed: int
+  unique: int | None = None
+
+  def sequence(self, position: int) -> int:
+    """Returns the sequence index that global row `position` reads."""
+    if self.unique is None:
+      epoch, offset = divmod(position, self.num_sequences)
+      return packing.shuffle(offset, self.num_sequences, self.seed, epoch)
+    epoch, offset = divmod(position, self.unique)
+    if epoch:
+      offset = packing.shuffle(offset, self.unique, self.seed, epoch, salt="unique")
+    return packing.shuffle(offset, self.num_sequences, self.seed, 0)
+
+
+class PackedBatches(grain.IterDataset):
+  """Endless packed batches of this process's rows, read from a split's token stream in a global shuffle."""
+
+  def __init__(self, stream: packing.TokenStream, tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
     super().__init__()
-    self._texts = texts
+    self._stream = stream
     self._tokenizer = tokenizer
     self._spec = spec
     self._read_threads = read_threads
 
   def __iter__(self) -> PackedBatchIterator:
-    stream = packing.DocumentStream(self._texts, self._tokenizer.encode, self._tokenizer.eos_id, self._spec.seed)
-    return PackedBatchIterator(stream, self._tokenizer, self._spec, self._read_threads)
+    return PackedBatchIterator(self._stream, self._tokenizer, self._spec, self._read_threads)
 
 
 class PackedBatchIterator(grain.DatasetIterator):
-  """Iterator over packed batches whose state is the step and every lane's (unit, offset) cursor.
+  """Iterator over packed batches whose state is the step (with the spec and stream length it belongs to).
 
-  With unique_tokens, each lane's first steps_per_epoch rows are located once (a table of unit starts),
-  and step s reads row s of the first epoch, then rows in a fresh permutation of steps every epoch.
+  With read_threads > 0 the rows of a batch are read and tokenized in a thread pool, which hides the
+  latency of remote storage; which rows come out does not depend on it.
   """
 
-  def __init__(self, stream: packing.DocumentStream, tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
+  def __init__(self, stream: packing.TokenStream, tokenizer: Tokenizer, spec: StreamSpec, read_threads: int = 0):
     super().__init__()
     self._stream = stream
     self._tokenizer = tokenizer
     self._spec = spec
+    unique = None if spec.unique_tokens is None else plan_unique(spec.unique_tokens, spec.seq_len)[0]
+    self._order = SequenceOrder(stream.num_sequences(spec.seq_len), spec.seed, unique)
+    self._executor = concurrent.futures.ThreadPoolExecutor(read_threads) if read_threads > 0 else None
     self._step = 0
-    executor = concurrent.futures.ThreadPoolExecutor(read_threads) if read_threads > 0 else None
-    self._lanes = [packing.Lane(stream, first=r, stride=spec.global_batch, executor=executor, read_ahead=READ_AHEAD)
-                   for r in spec.lanes()]
-    self._unit_starts = None
-    if spec.unique_tokens is not None:
-      self._steps_per_epoch = plan_unique(spec.unique_tokens, spec.global_batch, spec.seq_len)[0]
-      need = self._steps_per_epoch * spec.seq_len + 1
-      self._unit_starts = [np.concatenate([[0], np.cumsum(lane.unit_lengths(need))]) for lane in self._lanes]
 
   def __next__(self) -> dict[str, np.ndarray]:
-    if self._unit_starts is not None:
-      self._seek_unique_row(self._unique_row(self._step))
-    rows = [self._row(lane) for lane in self._lanes]
+    positions = [self._step * self._spec.global_batch + r for r in self._spec.rows()]
+    sequences = [self._order.sequence(p) for p in positions]
+    rows = pack_stream_sequences(self._stream, self._tokenizer, sequences, self._spec.seq_len, self._spec.boundaries,
+                                 self._executor)
     self._step += 1
-    return packing.stack_rows(rows)
+    return rows
 
-  def _unique_row(self, step: int) -> int:
-    """Maps a step to the row of the unique set it reads: in order first, then permuted per epoch."""
-    epoch, index = divmod(step, self._steps_per_epoch)
-    if epoch == 0 or self._steps_per_epoch == 1:
-      return index
-    seed = packing.epoch_seed(self._spec.seed, epoch, salt="unique-steps")
-    return int(packing.index_shuffle(index, max_index=self._steps_per_epoch - 1, seed=seed, rounds=4))
-
-  def _seek_unique_row(self, row: int) -> None:
-    position = row * self._spec.seq_len
-    for lane, starts in zip(self._lanes, self._unit_starts):
-      lane.unit = int(np.searchsorted(starts, position, side="right") - 1)
-      lane.offset = int(position - starts[lane.unit])
-
-  def _row(self, lane: packing.Lane) -> dict[str, np.ndarray]:
-    tokens, units, offsets = lane.next_row(self._spec.seq_len)
-    return packing.pack_rows(tokens, units, offsets, seq_len=self._spec.seq_len, num_rows=1,
-                             boundaries=self._spec.boundaries, token_bytes=self._tokenizer.token_bytes,
-                             pad_id=self._tokenizer.pad_id)
+  def _identity(self) -> dict[str, Any]:
+    return {"spec": dataclasses.asdict(self._spec), "stream_tokens": self._stream.num_tokens}
 
   def get_state(self) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "step": self._step, "spec": dataclasses.asdict(self._spec),
-            "lanes": [[lane.unit, lane.offset] for lane in self._lanes]}
+    return {"version": STATE_VERSION, "step": self._step, **self._identity()}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    if state.get("spec") != dataclasses.asdict(self._spec):
-      raise UserError(f"data iterator state was saved for {state.get('spec')}, not {dataclasses.asdict(self._spec)}")
+    saved = {k: state.get(k) for k in ("spec", "stream_tokens")}
+    if state.get("version") != STATE_VERSION or saved != self._identity():
+      raise UserError(f"data iterator state was saved for {saved} (version {state.get('version')}), "
+                      f"not {self._identity()} (version {STATE_VERSION})")
     self._step = int(state["step"])
-    for lane, (unit, offset) in zip(self._lanes, state["lanes"], strict=True):
-      lane.unit, lane.offset = int(unit), int(offset)
+
+
+def pack_stream_sequences(stream: packing.TokenStream, tokenizer: Tokenizer, sequences: Sequence[int],
+                          seq_len: int, boundaries: str,
+                          executor: concurrent.futures.Executor | None = None) -> dict[str, np.ndarray]:
+  """Returns the packed rows [len(sequences), seq_len] of a stream's sequences, padding any cut short at its end."""
+  read = functools.partial(stream.sequence, seq_len=seq_len)
+  pieces = list(executor.map(read, sequences) if executor else map(read, sequences))
+  width = seq_len + 1
+  tokens = np.full((len(pieces), width), tokenizer.pad_id, np.int32)
+  units = np.zeros((len(pieces), width), np.int64)
+  offsets = np.zeros((len(pieces), width), np.int64)
+  for row, (piece_tokens, piece_units, piece_offsets) in enumerate(pieces):
+    tokens[row, :len(piece_tokens)] = piece_tokens
+    units[row, :len(piece_units)] = piece_units
+    offsets[row, :len(piece_offsets)] = piece_offsets
+  valid = np.arange(seq_len) < np.array([len(p[0]) - 1 for p in pieces], np.int64).reshape(-1, 1)
+  return packing.pack_sequences(tokens, units, offsets, valid, boundaries=boundaries,
+                                token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
+
+
+def make_stream(texts: Sequence[bytes], tokenizer: Tokenizer,
+                split_index: index.SplitIndex | None = None) -> packing.TokenStream:
+  """Returns the token stream of a split, building its index in memory unless given."""
+  if split_index is None:
+    split_index = index.build(texts, tokenizer)
+  return packing.TokenStream(texts, tokenizer.encode, tokenizer.eos_id, split_index.starts,
+                             tokens=split_index.tokens)
 
 
 def check_sharding(batch: int, process_index: int, process_count: int, what: str) -> None:
@@ -155,15 +185,20 @@ def check_sharding(batch: int, process_index: int, process_count: int, what: str
     raise UserError(f"process_index {process_index} is outside [0, {process_count})")
 
 
-def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec, prefetch: int,
-                  read_threads: int = 0) -> grain.DatasetIterator:
+def train_batches(stream: packing.TokenStream, tokenizer: Tokenizer, spec: StreamSpec, prefetch: int,
+                  read_threads: int = 0, name: str = "the dataset") -> grain.DatasetIterator:
   """Returns the checkpointable iterator of training batches, prefetched in a background thread."""
   check_sharding(spec.global_batch, spec.process_index, spec.process_count, "global_batch")
   if spec.seq_len <= 0:
     raise UserError(f"seq_len = {spec.seq_len} must be positive")
-  if len(texts) == 0:
-    raise UserError("the training split has no documents")
-  ds = PackedBatches(texts, tokenizer, spec, read_threads)
+  available = stream.num_sequences(spec.seq_len)
+  if available == 0:
+    raise UserError(f"the training split of {name} holds {stream.num_tokens} tokens, not one sequence of "
+                    f"seq_len = {spec.seq_len}")
+  if spec.unique_tokens is not None and plan_unique(spec.unique_tokens, spec.seq_len)[0] > available:
+    raise UserError(f"unique_tokens = {spec.unique_tokens} exceeds the {available * spec.seq_len} tokens of the "
+                    f"training split of {name} ({available} sequences of {spec.seq_len})")
+  ds = PackedBatches(stream, tokenizer, spec, read_threads)
   if prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
   iterator = iter(ds)
@@ -171,40 +206,57 @@ def train_batches(texts: Sequence[bytes], tokenizer: Tokenizer, spec: StreamSpec
   return iterator
 
 
-def validation_stream(texts: Sequence[bytes], tokenizer: Tokenizer, num_tokens: int | None,
-                      name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Returns the first num_tokens + 1 stream tokens of the validation documents in stored order."""
-  pieces, total = [], 0
-  stream = packing.DocumentStream(texts, tokenizer.encode, tokenizer.eos_id, seed=None)
-  for position in range(len(texts)):
-    if num_tokens is not None and total > num_tokens:
-      break
-    unit = stream.unit(position)
-    pieces.append(unit)
-    total += len(unit)
-  available = total - 1
-  if num_tokens is None:
-    num_tokens = available
-  if available < num_tokens or available <= 0:
-    raise UserError(f"the validation split of {name} has {max(available, 0)} tokens, fewer than the "
-                    f"{num_tokens} asked for")
-  units = np.concatenate([np.full(len(p), i) for i, p in enumerate(pieces)])[:num_tokens + 1]
-  offsets = np.concatenate([np.arange(len(p)) for p in pieces])[:num_tokens + 1]
-  return np.concatenate(pieces)[:num_tokens + 1], units, offsets
+def eval_sequences(num_sequences: int, count: int) -> np.ndarray:
+  """Returns `count` distinct sequence indices spread evenly over range(num_sequences): the fixed eval sample."""
+  return (np.arange(count, dtype=np.int64) * num_sequences) // count
 
 
-def validation_batches(texts: Sequence[bytes], tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
+def check_eval_tokens(num_tokens: int, seq_len: int, stream: packing.TokenStream, name: str) -> None:
+  """Raises a UserError naming train.eval_tokens when the validation split holds fewer whole-sequence tokens."""
+  if num_tokens <= 0:
+    raise UserError(f"train.eval_tokens = {num_tokens} must be positive")
+  available = stream.num_sequences(seq_len) * seq_len
+  if num_tokens > available:
+    raise UserError(f"train.eval_tokens = {num_tokens} exceeds the validation split of {name}: it holds "
+                    f"{max(stream.num_tokens - 1, 0)} tokens, {available} of them in whole sequences of {seq_len}")
+
+
+def validation_batches(stream: packing.TokenStream, tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
                        num_tokens: int | None, process_index: int, process_count: int, boundaries: str,
                        name: str) -> list[dict[str, np.ndarray]]:
-  """Returns this process's rows of the fixed validation batches (the last one padded, weight 0)."""
+  """Returns this process's rows of the fixed validation batches (the last one padded, weight 0).
+
+  With num_tokens, the set is ceil(num_tokens / seq_len) sequences spread evenly over the validation
+  stream, the last one weighted only up to num_tokens targets; without, the whole stream in order.
+  """
   check_sharding(batch_size, process_index, process_count, "batch_size")
-  tokens, units, offsets = validation_stream(texts, tokenizer, num_tokens, name)
-  num_batches = math.ceil(math.ceil((len(tokens) - 1) / seq_len) / batch_size)
-  rows = packing.pack_rows(tokens, units, offsets, seq_len=seq_len, num_rows=num_batches * batch_size,
-                           boundaries=boundaries, token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
+  if seq_len <= 0:
+    raise UserError(f"seq_len = {seq_len} must be positive")
+  if num_tokens is None:
+    sequences = np.arange(math.ceil(max(stream.num_tokens - 1, 0) / seq_len))
+    if len(sequences) == 0:
+      raise UserError(f"the validation split of {name} has no tokens")
+  else:
+    check_eval_tokens(num_tokens, seq_len, stream, name)
+    sequences = eval_sequences(stream.num_sequences(seq_len), math.ceil(num_tokens / seq_len))
+  rows = pack_stream_sequences(stream, tokenizer, [int(k) for k in sequences], seq_len, boundaries)
+  if num_tokens is not None:
+    _drop_targets_after(rows, num_tokens)
+  num_batches = math.ceil(len(sequences) / batch_size)
+  padding = packing.pack_rows(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64), seq_len=seq_len,
+                              num_rows=num_batches * batch_size - len(sequences), boundaries=boundaries,
+                              token_bytes=tokenizer.token_bytes, pad_id=tokenizer.pad_id)
+  rows = packing.stack_rows([rows, padding])
   share = batch_size // process_count
   return [{k: v[b * batch_size + process_index * share:b * batch_size + (process_index + 1) * share]
            for k, v in rows.items()} for b in range(num_batches)]
+
+
+def _drop_targets_after(rows: dict[str, np.ndarray], num_tokens: int) -> None:
+  """Zeroes the weights and bytes of every target after the first num_tokens (row-major), in place."""
+  keep = (np.arange(rows["weights"].size) < num_tokens).reshape(rows["weights"].shape)
+  rows["weights"] *= keep
+  rows["bytes"] *= keep
 
 
 def _whole_steps(tokens: int, global_batch: int, seq_len: int, knob: str) -> tuple[int, int, int]:
@@ -225,9 +277,9 @@ def plan_steps(tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, 
   return _whole_steps(tokens, global_batch, seq_len, "train.tokens")
 
 
-def plan_unique(unique_tokens: int, global_batch: int, seq_len: int) -> tuple[int, int, int]:
-  """Returns (steps_per_epoch, unique_actual, rounding) for a unique-token budget, rounded up to whole steps."""
-  return _whole_steps(unique_tokens, global_batch, seq_len, "unique_tokens")
+def plan_unique(unique_tokens: int, seq_len: int) -> tuple[int, int, int]:
+  """Returns (sequences, unique_actual, rounding) for a unique-token budget, rounded up to whole sequences."""
+  return _whole_steps(unique_tokens, 1, seq_len, "unique_tokens")
 
 
 def epochs(tokens: int, unique_tokens: int | None, global_batch: int, seq_len: int,
@@ -235,5 +287,5 @@ def epochs(tokens: int, unique_tokens: int | None, global_batch: int, seq_len: i
   """Returns how many passes a run of `tokens` makes over its data (None when the split size is unknown)."""
   tokens_actual = plan_steps(tokens, global_batch, seq_len)[1]
   if unique_tokens is not None:
-    return tokens_actual / plan_unique(unique_tokens, global_batch, seq_len)[1]
+    return tokens_actual / plan_unique(unique_tokens, seq_len)[1]
   return tokens_actual / train_tokens if train_tokens else None

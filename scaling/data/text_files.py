@@ -2,8 +2,9 @@
 
 `data.files` is a directory, a glob, or a list of files and globs; `.gz` variants are read transparently.
 The config is named after a fingerprint of the resolved files (path, size, mtime), so editing the corpus
-prepares a new copy. About 1% of documents, chosen by a hash of "path:line", form the validation split
-(at least one document).
+prepares a new copy. Documents whose hash of "path:line" (or path) is lowest form the validation split:
+about 1%, raised as needed to hold at least min(1 MB, 5% of the corpus) and one document. A hash order is
+a random order, so the split is spread over the whole corpus, however its files are laid out.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ import os
 import pathlib
 from typing import Iterator, Sequence
 
+import numpy as np
+import tensorflow_datasets as tfds
+
 from scaling.data.preparation import LocalBuilder, prepare
 from scaling.errors import UserError
 
 SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 VALIDATION_PERCENT = 1
+MIN_VALIDATION_BYTES = 1 << 20
+MAX_VALIDATION_FRACTION = 0.05  # of the corpus's bytes, when raising the split to MIN_VALIDATION_BYTES
+HASH_RANGE = 1 << 32
 
 
 def _suffix(path: pathlib.Path) -> str | None:
@@ -85,6 +92,19 @@ def key_hash(key: str) -> int:
   return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
 
 
+def validation_bound(hashes: np.ndarray, sizes: np.ndarray) -> int:
+  """Returns the key-hash bound below which documents are validation, so the split is never too small.
+
+  The bound is VALIDATION_PERCENT of the hash range, raised until the split holds min(MIN_VALIDATION_BYTES,
+  MAX_VALIDATION_FRACTION of the bytes) and one document, never taking the last training document.
+  """
+  order = np.argsort(hashes, kind="stable")
+  cumulative = np.cumsum(sizes[order])
+  target = min(MIN_VALIDATION_BYTES, int(cumulative[-1] * MAX_VALIDATION_FRACTION))
+  count = min(int(np.searchsorted(cumulative, target)) + 1, len(hashes) - 1)
+  return max(HASH_RANGE * VALIDATION_PERCENT // 100, int(hashes[order[count - 1]]) + 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Corpus:
   """The resolved files, their fingerprint, and how the documents split."""
@@ -94,11 +114,11 @@ class Corpus:
   fingerprint: str
   num_documents: int
   split_bytes: dict
-  fallback_validation_key: str | None
+  validation_below: int
 
   def is_validation(self, key: str) -> bool:
     """Tells whether a document belongs to the validation split."""
-    return key_hash(key) % 100 < VALIDATION_PERCENT or key == self.fallback_validation_key
+    return key_hash(key) < self.validation_below
 
 
 def scan(files: str | Sequence[str], text_field: str = "text") -> Corpus:
@@ -108,29 +128,27 @@ def scan(files: str | Sequence[str], text_field: str = "text") -> Corpus:
   for path in paths:
     stat = path.stat()
     digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-  count, sizes, lowest, any_validation = 0, {"train": 0, "validation": 0}, None, False
+  hashes, sizes = [], []
   for path in paths:
     for key, text in read_documents(path, text_field):
-      count += 1
-      in_validation = key_hash(key) % 100 < VALIDATION_PERCENT
-      any_validation |= in_validation
-      sizes["validation" if in_validation else "train"] += len(text)
-      if lowest is None or key_hash(key) < lowest[0]:
-        lowest = (key_hash(key), key, len(text))
-  if count < 2:
-    raise UserError(f"data.files: {', '.join(map(str, paths))} hold {count} non-empty documents; need at least 2")
-  fallback = None
-  if not any_validation:
-    fallback = lowest[1]
-    sizes = {"train": sizes["train"] - lowest[2], "validation": lowest[2]}
-  return Corpus(files=paths, text_field=text_field, fingerprint=digest.hexdigest(), num_documents=count,
-                split_bytes=sizes, fallback_validation_key=fallback)
+      hashes.append(key_hash(key))
+      sizes.append(len(text))
+  if len(hashes) < 2:
+    raise UserError(f"data.files: {', '.join(map(str, paths))} hold {len(hashes)} non-empty documents; need at least 2")
+  hashes, sizes = np.array(hashes, np.int64), np.array(sizes, np.int64)
+  bound = validation_bound(hashes, sizes)
+  validation_bytes = int(sizes[hashes < bound].sum())
+  return Corpus(files=paths, text_field=text_field, fingerprint=digest.hexdigest(), num_documents=len(hashes),
+                split_bytes={"train": int(sizes.sum()) - validation_bytes, "validation": validation_bytes},
+                validation_below=bound)
 
 
 class TextFiles(LocalBuilder):
   """The user's text files, one document per .txt file or per .jsonl line, as raw UTF-8 bytes."""
 
-  RELEASE_NOTES = {"1.0.0": "Documents from .txt/.jsonl(.gz) files; ~1% validation by key hash."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Documents from .txt/.jsonl(.gz) files; ~1% validation by key hash.",
+                   "2.0.0": "Validation: lowest key hashes, ~1% raised to min(1 MB, 5%) of the corpus."}
   DESCRIPTION = "Local text files given by data.files."
 
   def config_name(self) -> str:
@@ -148,6 +166,7 @@ class TextFiles(LocalBuilder):
         "num_documents": self._corpus.num_documents,
         "split_bytes": self._corpus.split_bytes,
         "validation_percent": VALIDATION_PERCENT,
+        "validation_below": self._corpus.validation_below,
     }
 
   def _split_generators(self, dl_manager):
