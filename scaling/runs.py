@@ -82,3 +82,8 @@ def truncate_metrics(run_dir: Path, step: int) -> list[dict]:
   kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
   write_text_atomic(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
   return kept
+
+
+def read_run_info(run_dir: Path) -> dict:
+  """The run's run.json (identity and sizes)."""
+  return read_json(Path(run_dir) / "run.json")

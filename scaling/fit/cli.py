@@ -52,7 +52,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("inputs", nargs="+", metavar="INPUT", help="sweep roots, run directories or CSV/JSON tables")
   p.add_argument("--columns", help="map table columns: N=params,D=tokens,loss=val_loss,C=flops,run=a+b")
   p.add_argument("--convention", help="counting convention: 6N|6N_total|chinchilla|xla for run directories "
-                 "(default 6N); for tables a label recorded in fit.json")
+                 "(default chinchilla: embeddings, output layer and attention counted); for tables a label recorded in fit.json")
   p.add_argument("--filter", help="keep only rows matching this pandas query, e.g. \"config == 'a'\"")
   p.add_argument("--dropna", action="store_true", help="drop rows with a missing value instead of failing")
   p.add_argument("--points", choices=("final", "all"), help="final evaluations only or every checkpoint "

@@ -21,7 +21,7 @@ SEARCH_POINTS = 4001
 
 
 def read(path: str | Path) -> dict[str, Any]:
-  """Loads a fit.json written by `scaling fit`, re-registering a user-defined law it refers to."""
+  """Loads a fit.json written by `scaling fit`; never runs code (a file law must be loaded by --law_file first)."""
   path = Path(path)
   try:
     fit_ = json.loads(path.read_text())
@@ -35,7 +35,10 @@ def read(path: str | Path) -> dict[str, Any]:
 
 
 def ensure_law(fit_: Mapping[str, Any], where: Any = "fit") -> None:
-  """Registers the fit's law again when it is user-defined (expression or law file)."""
+  """Registers an expression law stored in the fit; a law from a file must already be registered.
+
+  A fit.json is data: a law file it names is never imported here (pass it with --law_file).
+  """
   source = fit_.get("law_source", "builtin")
   name = fit_.get("loss_law", {}).get("law") if fit_["approach"] != 3 else fit_["law"]
   if name in laws.names():
@@ -44,7 +47,8 @@ def ensure_law(fit_: Mapping[str, Any], where: Any = "fit") -> None:
     spec = fit_["law_spec"]
     laws.expression_law(fit_["law"], spec["expression"], spec["inputs"], spec["grid"], spec.get("lower"), spec.get("upper"))
   elif source.startswith("file:"):
-    load_law_file(source[len("file:"):])
+    raise UserError(f"{where}: law {name!r} comes from {source[len('file:'):]}; reading a fit.json never runs code, "
+                    f"so name that file again with --law_file")
   if name not in laws.names():
     raise UserError(f"{where}: law {name!r} is not registered (pass its --law_file)")
 
@@ -89,6 +93,7 @@ def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
   level = fit_.get("level", bootstrap.DEFAULT_LEVEL)
   if fit_["approach"] == 3:
     law = laws.get(fit_["law"])
+    at = with_compute(fit_, law, at)
     missing = [c for c in law.inputs if c not in at]
     if missing:
       raise UserError(f"law {law.name} predicts from {', '.join(law.inputs)}; give --{' --'.join(missing)}"
@@ -103,6 +108,14 @@ def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
     law = laws.get(fit_["loss_law"]["law"])
     f = lambda th: float(law.predict(np, {k[5:]: v for k, v in th.items() if k.startswith("loss_")}, {"C": np.float64(at["C"])}))
   return _with_interval([f(s) for s in _samples(fit_)], f(_point(fit_)), level)
+
+
+def with_compute(fit_: Mapping[str, Any], law: laws.Law, at: Mapping[str, float]) -> dict[str, float]:
+  """`at` plus C = k N D (k the fit's `flops_per_nd`) when the law reads C and only N and D are given."""
+  out = dict(at)
+  if "C" in law.inputs and "C" not in out and {"N", "D"} <= set(out):
+    out["C"] = float(fit_.get("convention", {}).get("flops_per_nd", 6.0)) * out["N"] * out["D"]
+  return out
 
 
 def optimum_at(fit_: Mapping[str, Any], compute: float, at: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -129,7 +142,9 @@ def _optimum_theta(fit_: Mapping[str, Any], th: Mapping[str, float], compute: fl
   law = laws.get(fit_["law"])
   if not {"N", "D"} <= set(law.inputs):
     raise UserError(f"law {law.name} is not a law of N and D; it has no compute-optimal allocation")
-  extra = {c: np.float64(at[c]) for c in law.inputs if c not in ("N", "D") and c in at}
+  extra = {c: np.float64(at[c]) for c in law.inputs if c not in ("N", "D", "C") and c in at}
+  if "C" in law.inputs:
+    extra["C"] = np.float64(compute)
   missing = [c for c in law.inputs if c not in ("N", "D") and c not in extra]
   if missing:
     raise UserError(f"law {law.name} needs {', '.join(missing)} for an optimum: pass --at {missing[0]}=VALUE")
