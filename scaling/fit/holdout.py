@@ -23,6 +23,8 @@ def held_out_runs(df: pd.DataFrame, spec: str, tol: float = 0.1) -> set[str]:
   """Run ids selected by a `--holdout` spec."""
   spec = spec.strip()
   if spec == "largest":
+    if "C" not in df.columns:
+      raise UserError("--holdout largest needs compute C; use COLUMN>VALUE or run=ID[,ID]")
     groups = isoflop.group_budgets(df["C"].to_numpy(np.float64), tol)
     return set(df["run"][groups == groups.max()])
   if spec.startswith("run="):

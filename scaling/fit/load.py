@@ -150,11 +150,13 @@ def _load_tables(paths: list[Path], columns: dict[str, str], label: str | None) 
 
 
 def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
+  skipped = 0
   try:
     if path.suffix.lower() in (".json", ".jsonl"):
       raw = pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
     else:
-      raw = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+      skipped = _leading_comments(path)
+      raw = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", skiprows=skipped)
   except Exception as e:  # parser errors come in many types
     raise UserError(f"{path}: cannot read table: {str(e).splitlines()[0]}") from None
   if raw.empty:
@@ -174,7 +176,7 @@ def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
     df["run"] = [f"{path.stem}:{i}" for i in range(len(df))]
   df["run"] = df["run"].astype(str)
   df["source"] = str(path)
-  df["row"] = np.arange(len(df)) + 2  # the line number in a CSV with a header
+  df["row"] = np.arange(len(df)) + 2 + skipped  # the line number in a CSV with a header
   if "step" not in df.columns:
     df["step"] = 0
   if "final" not in df.columns:
@@ -183,6 +185,17 @@ def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
     df["final"] = pd.to_numeric(df[key], errors="coerce") >= last
   df.attrs["raw"] = tuple(raw.columns)
   return df
+
+
+def _leading_comments(path: Path) -> int:
+  """Number of `#` comment lines (e.g. a `# source:` line) before a CSV's header."""
+  count = 0
+  with open(path, errors="replace") as f:
+    for line in f:
+      if not line.startswith("#"):
+        break
+      count += 1
+  return count
 
 
 def _load_runs(dirs: list[Path], convention: str) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -66,13 +66,13 @@ def load_law_file(path: str) -> None:
     raise UserError(f"--law_file {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
 
 
-def _samples(fit_: Mapping[str, Any]) -> list[dict[str, float]]:
+def samples(fit_: Mapping[str, Any]) -> list[dict[str, float]]:
   boot = fit_.get("bootstrap") or {}
   names = boot.get("names", [])
   return [dict(zip(names, row)) for row in boot.get("samples", [])]
 
 
-def _point(fit_: Mapping[str, Any]) -> dict[str, float]:
+def point(fit_: Mapping[str, Any]) -> dict[str, float]:
   return dict(fit_["theta"]) if fit_["approach"] == 3 else {**_alloc_names(fit_["params"]), **{
       f"loss_{k}": v for k, v in fit_.get("loss_law", {}).get("theta", {}).items()}}
 
@@ -81,16 +81,15 @@ def _alloc_names(p: Mapping[str, float]) -> dict[str, float]:
   return {"a": p["a"], "ln_k_N": float(np.log(p["k_N"])), "b": p["b"], "ln_k_D": float(np.log(p["k_D"]))}
 
 
-def _with_interval(values: list[float], point: float, level: float) -> dict[str, Any]:
+def with_interval(values: list[float], point: float, level: float) -> dict[str, Any]:
   out = {"value": float(point)}
   if values:
     out["interval"] = bootstrap.interval(np.array(values), level)
   return out
 
 
-def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
-  """Predicted loss at the given inputs (N, D, ... for approach 3; C for approaches 1 and 2)."""
-  level = fit_.get("level", bootstrap.DEFAULT_LEVEL)
+def loss_draws(fit_: Mapping[str, Any], at: Mapping[str, float]) -> tuple[float, np.ndarray]:
+  """Predicted loss at the given inputs: the point estimate and one value per stored bootstrap sample."""
   if fit_["approach"] == 3:
     law = laws.get(fit_["law"])
     at = with_compute(fit_, law, at)
@@ -107,7 +106,13 @@ def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
       raise UserError("this fit has no L*(C) law (too few optima to fit one); it predicts N* and D* only")
     law = laws.get(fit_["loss_law"]["law"])
     f = lambda th: float(law.predict(np, {k[5:]: v for k, v in th.items() if k.startswith("loss_")}, {"C": np.float64(at["C"])}))
-  return _with_interval([f(s) for s in _samples(fit_)], f(_point(fit_)), level)
+  return f(point(fit_)), np.array([f(s) for s in samples(fit_)], np.float64)
+
+
+def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
+  """Predicted loss at the given inputs (N, D, ... for approach 3; C for approaches 1 and 2)."""
+  point, draws = loss_draws(fit_, at)
+  return with_interval(list(draws), point, fit_.get("level", bootstrap.DEFAULT_LEVEL))
 
 
 def with_compute(fit_: Mapping[str, Any], law: laws.Law, at: Mapping[str, float]) -> dict[str, float]:
@@ -118,15 +123,20 @@ def with_compute(fit_: Mapping[str, Any], law: laws.Law, at: Mapping[str, float]
   return out
 
 
-def optimum_at(fit_: Mapping[str, Any], compute: float, at: Mapping[str, float] | None = None) -> dict[str, Any]:
-  """Compute-optimal N*, D* and loss L* at budget `compute`, each with its bootstrap interval."""
-  level = fit_.get("level", bootstrap.DEFAULT_LEVEL)
+def optimum_draws(fit_: Mapping[str, Any], compute: float,
+                  at: Mapping[str, float] | None = None) -> tuple[tuple[float, float, float], list[tuple[float, float, float]]]:
+  """Compute-optimal (N*, D*, L*) at budget `compute`: the point estimate and one triple per bootstrap sample."""
   k = float(fit_.get("convention", {}).get("flops_per_nd", 6.0))
   solve = (lambda th: _optimum_theta(fit_, th, compute, k, at or {})) if fit_["approach"] == 3 else (
       lambda th: _optimum_alloc(fit_, th, compute))
-  point = solve(_point(fit_))
-  draws = [solve(s) for s in _samples(fit_)]
-  return {key: _with_interval([d[i] for d in draws], point[i], level) for i, key in enumerate(("N", "D", "loss"))}
+  return solve(point(fit_)), [solve(s) for s in samples(fit_)]
+
+
+def optimum_at(fit_: Mapping[str, Any], compute: float, at: Mapping[str, float] | None = None) -> dict[str, Any]:
+  """Compute-optimal N*, D* and loss L* at budget `compute`, each with its bootstrap interval."""
+  level = fit_.get("level", bootstrap.DEFAULT_LEVEL)
+  point, draws = optimum_draws(fit_, compute, at)
+  return {key: with_interval([d[i] for d in draws], point[i], level) for i, key in enumerate(("N", "D", "loss"))}
 
 
 def _optimum_alloc(fit_: Mapping[str, Any], th: Mapping[str, float], compute: float) -> tuple[float, float, float]:
