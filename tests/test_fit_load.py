@@ -152,3 +152,15 @@ def test_load_reads_run_directories_only_through_runs_py():
   source = (Path(load.__file__)).read_text()
   assert "read_text" not in source.split("def _load_runs")[1].split("def _flops_per_nd")[0]
   assert "runs.read_metrics" in source and "runs.read_status" in source and "runs.read_run_info" in source
+
+
+def test_run_directories_of_a_sweep_group_by_their_planned_budget(tmp_path):
+  from scaling.fit import isoflop
+  for i, (budget, tokens) in enumerate([(1e13, 1000), (1e13, 1400), (1e13, 700), (4e13, 2600), (4e13, 3900), (4e13, 2000)]):
+    d = make_run(tmp_path, f"r{i}", n=1e6 * (i % 3 + 1), evals=((100, tokens, 4.0 - 0.1 * i),))
+    meta = json.loads((d / "run.json").read_text())
+    (d / "run.json").write_text(json.dumps({**meta, "sweep": {"budget": budget, "convention": "chinchilla"}}))
+  df, _ = load.load([str(tmp_path)])
+  found = isoflop.budgets_found(df, 0.1)
+  assert [(r["C"], r["points"]) for r in found] == [(1e13, 3), (4e13, 3)]
+  assert found[0]["found_by"] == "sweep budget (run.json)"

@@ -43,8 +43,8 @@ def isoflop_curves(df: pd.DataFrame, optima: Sequence[Mapping[str, Any]], out: P
   from scaling.fit import isoflop
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  groups = isoflop.group_budgets(df["C"].to_numpy(np.float64), tol)
-  budgets = np.array([np.exp(np.log(df["C"][groups == g]).mean()) for g in np.unique(groups)])
+  groups = isoflop.budget_ids(df, tol)
+  budgets = np.array([isoflop.budget_value(df[groups == g]) for g in np.unique(groups)])
   for g, color in zip(np.unique(groups), _colors(budgets)):
     part = df[groups == g].sort_values("N")
     x, y = np.log(part["N"].to_numpy(np.float64)), part["loss"].to_numpy(np.float64)

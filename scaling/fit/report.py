@@ -58,7 +58,7 @@ def _fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path]) -
 
 
 def _has_isoflops(final: pd.DataFrame, tol: float) -> bool:
-  groups = isoflop.group_budgets(final["C"].to_numpy(np.float64), tol)
+  groups = isoflop.budget_ids(final, tol)
   sizes = final.groupby(groups)["N"].nunique()
   return int((sizes >= 3).sum()) >= 2
 
