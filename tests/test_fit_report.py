@@ -20,6 +20,9 @@ def test_report_has_all_sections_and_inline_images():
   assert f"{len(isoflop.budgets_found(final, 0.1))} budget(s) found among {len(final)} final points" in html
   assert "overtraining" in html and "Backtest" in html
   assert "<details>" not in html  # 18 runs: shown as they are
+  assert html.count("data:image/png;base64,") >= 6
+  assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
+  assert "1e+22" in html
 
 
 def test_long_tables_are_folded():
@@ -27,6 +30,3 @@ def test_long_tables_are_folded():
   folded = report._collapsed(rows, ["run", "loss"], "runs")
   assert folded.startswith("<details><summary>300 runs") and folded.count("<tr>") == 301
   assert "<details>" not in report._collapsed(rows[:5], ["run", "loss"], "runs")
-  assert html.count("data:image/png;base64,") >= 6
-  assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
-  assert "1e+22" in html
