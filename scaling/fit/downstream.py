@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import UserError
-from scaling.fit import bootstrap, laws, load, predict
+from scaling.fit import bootstrap, laws, load, pipeline, predict
 
 LAWS = {"exp": "downstream_exp", "sigmoid": "downstream_sigmoid"}
 KIND = "downstream"
@@ -37,7 +37,7 @@ def frame(df: pd.DataFrame) -> pd.DataFrame:
   load.require(df, ["loss", "error"], "a downstream fit")
   if len(df) < 2:
     raise UserError(f"a downstream fit needs 2 or more (loss, error) pairs; the input has {len(df)}")
-  out = df.drop(columns=[c for c in ("L",) if c in df.columns]).rename(columns={"loss": "L", "error": "loss"})
+  out = df.drop(columns=["L"], errors="ignore").rename(columns={"loss": "L", "error": "loss"})
   out["L"] = out["L"].astype(np.float64)
   out["loss"] = out["loss"].astype(np.float64)
   out["final"] = True
@@ -46,8 +46,6 @@ def frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def fit(df: pd.DataFrame, convention: Mapping[str, Any], opts: Any, inputs: Sequence[str] = ()) -> dict[str, Any]:
   """Fits a downstream law to a table of (loss, error) pairs; returns its fit.json record."""
-  from scaling.fit import pipeline
-
   rec = pipeline.run(frame(df), convention, dataclasses.replace(opts, law=law_name(opts.law), approach=3, points="all"),
                      inputs)
   rec.update(kind=KIND, target="error", input="loss")

@@ -101,7 +101,7 @@ def _comparison(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.
   """The section comparing every applicable law: extrapolations with intervals and, with 2+ budgets, a backtest."""
   from scaling.fit import select
   final = load.select(df, "final")
-  names = [n for n in select.applicable(final)]
+  names = select.applicable(final)
   if len(names) < 2:
     return "", []
   notes, fits = [], {}
@@ -140,6 +140,8 @@ def _comparison(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.
 def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Options, inputs: Sequence[str],
           targets: Sequence[float], law_source: str | None = None) -> str:
   """Runs the fits and returns the report page as one HTML string."""
+  if opts.law == "auto":
+    raise UserError("--law=auto: the report compares every applicable law itself; name the law of its main fit")
   load.require(df, ["N", "D", "C", "loss"], "scaling report")
   final = df[df["final"].astype(bool)]
   budgets = list(targets) or [float(df["C"].max()) * 10, float(df["C"].max()) * 100]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import UserError
-from scaling.fit import holdout, laws, load
+from scaling.fit import holdout, laws, load, pipeline
 
 AUTO = "auto"
 CANDIDATES = ("chinchilla", "kaplan", "overtraining", "muennighoff")
@@ -59,8 +59,6 @@ def _row(fit_: Mapping[str, Any], train: pd.DataFrame) -> dict[str, Any]:
 def backtest(df: pd.DataFrame, convention: Mapping[str, Any], opts: Any, inputs: Sequence[str] = (),
              names: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
   """Fits every applicable law on the points without the held-out runs: (table rows, fit records by law)."""
-  from scaling.fit import pipeline
-
   if not opts.holdout:
     raise UserError("--law=auto chooses the law by backtest: give --holdout (e.g. --holdout=largest)")
   if opts.approach != 3:
@@ -84,8 +82,6 @@ def choose(df: pd.DataFrame, convention: Mapping[str, Any], opts: Any, inputs: S
   """The fit.json record of the law with the lowest held-out error, with the whole table as `law_selection`."""
   rows, fits = backtest(df, convention, dataclasses.replace(opts, bootstrap=0), inputs)
   best = rows[0]["law"]
-  from scaling.fit import pipeline
-
   fit_ = pipeline.run(df, convention, dataclasses.replace(opts, law=best), inputs) if opts.bootstrap else fits[best]
   fit_["law_selection"] = {"criterion": "mean absolute relative error on the held-out runs", "holdout": opts.holdout,
                            "chosen": best, "laws": rows}
