@@ -89,11 +89,16 @@ def choose(df: pd.DataFrame, convention: Mapping[str, Any], opts: Any, inputs: S
 
 
 def table(selection: Mapping[str, Any], sig: int = 6) -> str:
-  """The selection table as aligned text: law, held-out errors, AIC, parameters."""
+  """The selection table as aligned text: one line per law, then the relative error of every held-out run."""
+  rows = selection["laws"]
   lines = [f"law selection by backtest (--holdout {selection['holdout']}): chosen {selection['chosen']}",
-           f"  {'law':<14}{'mean |rel err|':>16}{'AIC':>12}  held-out relative error per run; parameters"]
-  for r in selection["laws"]:
-    errs = ", ".join(f"{h['run']}: {h['relative_error']:+.3%}" for h in r["held_out"])
+           f"  {'law':<14}{'mean |rel err|':>15}{'AIC':>12}  parameters"]
+  for r in rows:
     params = ", ".join(f"{k}={v:.{sig}g}" for k, v in r["params"].items())
-    lines.append(f"  {r['law']:<14}{r['mean_abs_relative_error']:>16.4%}{r['aic']:>12.2f}  {errs}; {params}")
+    lines.append(f"  {r['law']:<14}{r['mean_abs_relative_error']:>15.3%}{r['aic']:>12.2f}  {params}")
+  width = max([len("held-out run")] + [len(h["run"]) for h in rows[0]["held_out"]])
+  lines.append("  " + "held-out run".ljust(width) + "".join(f"{r['law']:>14}" for r in rows))
+  errors = [{h["run"]: h["relative_error"] for h in r["held_out"]} for r in rows]
+  for h in rows[0]["held_out"]:
+    lines.append("  " + h["run"].ljust(width) + "".join(f"{e[h['run']]:>+14.3%}" for e in errors))
   return "\n".join(lines)
