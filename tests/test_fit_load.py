@@ -164,3 +164,7 @@ def test_run_directories_of_a_sweep_group_by_their_planned_budget(tmp_path):
   found = isoflop.budgets_found(df, 0.1)
   assert [(r["C"], r["points"]) for r in found] == [(1e13, 3), (4e13, 3)]
   assert found[0]["found_by"] == "sweep budget (run.json)"
+  df6, _ = load.load([str(tmp_path)], convention="6N")  # planned in another count: grouped by it, C from the points
+  found6 = isoflop.budgets_found(df6, 0.1)
+  assert [r["points"] for r in found6] == [3, 3] and found6[0]["C"] != 1e13
+  assert found6[0]["C_min"] <= found6[0]["C"] <= found6[0]["C_max"]

@@ -72,8 +72,10 @@ def budget_ids(df: pd.DataFrame, tol: float) -> np.ndarray:
 
 
 def budget_value(part: pd.DataFrame) -> float:
-  """The budget of one group of points: its planned budget, else the geometric mean of its C."""
-  if "budget" in part.columns and pd.to_numeric(part["budget"], errors="coerce").notna().all():
+  """The budget of one group of points: its planned budget (when counted like C), else the geometric mean of C."""
+  planned = "budget" in part.columns and pd.to_numeric(part["budget"], errors="coerce").notna().all()
+  same_count = "budget_in_C" not in part.columns or part["budget_in_C"].fillna(False).astype(bool).all()
+  if planned and same_count:
     return float(pd.to_numeric(part["budget"]).iloc[0])
   return float(np.exp(np.log(part["C"].to_numpy(np.float64)).mean()))
 

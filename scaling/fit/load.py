@@ -226,7 +226,7 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
   status = str(_read_json(run_dir / "status.json", runs.read_status, run_dir).get("state", "pending"))
   run_id = str(meta.get("run_id", run_dir.name))
   metrics = run_dir / "metrics.jsonl"
-  extra = _run_extras(meta)
+  extra = _run_extras(meta, c_key)
   points = []
   for lineno, rec in enumerate(runs.read_metrics(run_dir), 1):
     if not isinstance(rec, dict) or rec.get("eval_loss") is None:
@@ -244,9 +244,13 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
   return points
 
 
-def _run_extras(meta: Mapping[str, Any]) -> dict[str, float]:
-  """Optional per-run columns from run.json: U (unique_tokens), epochs, and a sweep's planned budget."""
-  out = {}
+def _run_extras(meta: Mapping[str, Any], c_key: str) -> dict[str, Any]:
+  """Optional per-run columns from run.json: U (unique_tokens), epochs, and a sweep's planned budget.
+
+  `budget_in_C` says whether the planned budget was counted like C (same convention, or none named); when
+  not, budgets still group the runs but the budget's compute is taken from the points' C.
+  """
+  out: dict[str, Any] = {}
   if meta.get("unique_tokens"):
     out["U"] = float(meta["unique_tokens"])
   if meta.get("epochs") is not None:
@@ -254,6 +258,8 @@ def _run_extras(meta: Mapping[str, Any]) -> dict[str, float]:
   sweep = meta.get("sweep")
   if isinstance(sweep, Mapping) and sweep.get("budget") is not None:
     out["budget"] = float(sweep["budget"])
+    named = sweep.get("convention")
+    out["budget_in_C"] = named is None or named == c_key or CONVENTIONS.get(str(named), (None, None))[1] == c_key
   return out
 
 
