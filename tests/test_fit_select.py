@@ -1,11 +1,13 @@
 """Tests of scaling.fit.select (`--law=auto`): the backtest table and the choice, on Li et al. 2025 checkpoints."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from scaling import cli
 from scaling.errors import UserError
 from scaling.fit import load, pipeline, select
 
@@ -66,3 +68,13 @@ def test_auto_option_errors(misfitting, opts, message):
   df, conv = misfitting
   with pytest.raises(UserError, match=message):
     select.choose(df, conv, opts)
+
+
+def test_cli_law_auto_prints_the_table_and_records_it(chosen, capsys, tmp_path):
+  out = tmp_path / "fit.json"
+  code = cli.main(["fit", str(DATA), "--columns", "run=model+total_steps+peak_lr", "--law", "auto", "--holdout", HOLDOUT,
+                   "--out", str(out)])
+  printed = capsys.readouterr().out
+  assert code == 0
+  assert f"chosen {chosen['law']}" in printed and "mean |rel err|" in printed and "held-out run" in printed
+  assert json.loads(out.read_text())["law_selection"]["chosen"] == chosen["law"]
