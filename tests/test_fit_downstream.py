@@ -25,11 +25,10 @@ def test_downstream_laws_match_their_formulas():
 
 @pytest.fixture(scope="module")
 def fits():
-  opts = pipeline.Options(objective="lsq", bootstrap=100)
   exp = downstream.fit(synthetic.downstream_pairs("downstream_exp", EXP, np.linspace(2.5, 4.5, 24), seed=1),
                        {"name": "table"}, pipeline.Options(law="exp", objective="lsq", bootstrap=100))
   sig = downstream.fit(synthetic.downstream_pairs("downstream_sigmoid", SIGMOID, np.linspace(0.6, 2.0, 24), seed=1),
-                       {"name": "table"}, pipeline.Options(law="sigmoid", objective=opts.objective, bootstrap=100))
+                       {"name": "table"}, pipeline.Options(law="sigmoid", objective="lsq", bootstrap=100))
   return exp, sig
 
 

@@ -100,3 +100,8 @@ def test_a_sweeps_planned_budget_groups_the_points():
   assert [r["C"] for r in found] == [1e18, 2e18, 4e18] and found[0]["found_by"] == "sweep budget (run.json)"
   opt = isoflop.minima(df)
   assert opt["C"].tolist() == [1e18, 2e18, 4e18]
+
+
+def test_approach2_minima_on_scattered_compute_are_one_per_real_budget():
+  opt = isoflop.minima(_jittered(0.1, 1))
+  assert len(opt) == 9 and opt["ok"].sum() >= 8

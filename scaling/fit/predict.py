@@ -67,12 +67,14 @@ def load_law_file(path: str) -> None:
 
 
 def samples(fit_: Mapping[str, Any]) -> list[dict[str, float]]:
+  """The stored bootstrap samples of a fit as parameter dicts (empty without a bootstrap)."""
   boot = fit_.get("bootstrap") or {}
   names = boot.get("names", [])
   return [dict(zip(names, row)) for row in boot.get("samples", [])]
 
 
 def point(fit_: Mapping[str, Any]) -> dict[str, float]:
+  """The fit's point estimate in the names its samples use."""
   return dict(fit_["theta"]) if fit_["approach"] == 3 else {**_alloc_names(fit_["params"]), **{
       f"loss_{k}": v for k, v in fit_.get("loss_law", {}).get("theta", {}).items()}}
 
@@ -82,6 +84,7 @@ def _alloc_names(p: Mapping[str, float]) -> dict[str, float]:
 
 
 def with_interval(values: list[float], point: float, level: float) -> dict[str, Any]:
+  """A prediction record: the value, and its percentile interval when there are samples."""
   out = {"value": float(point)}
   if values:
     out["interval"] = bootstrap.interval(np.array(values), level)

@@ -93,6 +93,7 @@ def _budgets_section(final: pd.DataFrame, tol: float) -> str:
 
 
 def _interval_text(t: Mapping[str, Any]) -> str:
+  """An interval as text, or empty when there is none."""
   return f"[{_g(t['interval'][0])}, {_g(t['interval'][1])}]" if "interval" in t else ""
 
 

@@ -33,6 +33,7 @@ def applicable(df: pd.DataFrame) -> list[str]:
 
 
 def _positive(values: pd.Series) -> bool:
+  """Whether every value of a column is a positive finite number."""
   v = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
   return bool(len(v) and np.all(np.isfinite(v) & (v > 0)))
 
