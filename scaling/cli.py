@@ -19,6 +19,7 @@ _COMMANDS = {
     "fit": "scaling.fit.cli",
     "predict": "scaling.fit.cli",
     "report": "scaling.fit.cli",
+    "fit-downstream": "scaling.fit.cli",
     "tokenizer": "scaling.tokenizer_cli",
 }
 

@@ -110,3 +110,63 @@ def test_out_parent_is_created_and_an_unwritable_out_fails_before_fitting(sweep_
   blocker.write_text("")
   r = scaling("report", sweep_csv, "--columns", "N=params,D=tokens,loss=val_loss", "--out", blocker / "report.html")
   assert r.returncode == 2 and "--out" in r.stderr and "Traceback" not in r.stderr
+
+
+def _main(capsys, *args):
+  from scaling import cli
+  code = cli.main([str(a) for a in args])
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--delta", "0"], "--delta=0.0: must be > 0"), (["--bootstrap", "-3"], "--bootstrap=-3: must be >= 0"),
+    (["--level", "1.5"], "--level=1.5"), (["--window", "-1"], "--window=-1"), (["--budget_tol", "0"], "--budget_tol=0.0"),
+    (["--seed", "-1"], "--seed=-1"), (["--target", "-5"], "--target=-5.0"),
+])
+def test_options_out_of_range_exit_2_with_one_line(capsys, sweep_csv, tmp_path, args, message):
+  code, _, err = _main(capsys, "fit", sweep_csv, "--out", tmp_path / "f.json", *args)
+  assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_a_fit_json_naming_a_law_file_never_runs_it(capsys, tmp_path):
+  marker = tmp_path / "ran"
+  law_file = tmp_path / "evil_law.py"
+  law_file.write_text(
+      f"from pathlib import Path\nPath({str(marker)!r}).write_text('side effect')\n"
+      "from scaling.fit.laws import law\n"
+      "@law('evil_power', inputs=('N',), grid={'E': [1.0], 'A': [10.0], 'alpha': [0.3]})\n"
+      "def evil_power(xp, N, E, A, alpha):\n  return E + A * N ** -alpha\n")
+  fit_json = tmp_path / "fit.json"
+  fit_json.write_text(json.dumps({"law": "evil_power", "approach": 3, "params": {}, "law_source": f"file:{law_file}",
+                                  "theta": {"E": 1.5, "A": 20.0, "alpha": 0.3}}))
+  code, _, err = _main(capsys, "predict", fit_json, "--N", "1e9")
+  assert code == 2 and len(err.strip().splitlines()) == 1 and "--law_file" in err and "never runs code" in err
+  assert not marker.exists()
+  code, out, err = _main(capsys, "predict", fit_json, "--N", "1e9", "--law_file", law_file)
+  assert code == 0, err
+  assert out.startswith("loss = ") and marker.exists()  # named explicitly: the user chose to run it
+
+
+def test_fitting_repeated_data_with_a_fresh_data_law_warns_once(capsys, tmp_path):
+  df = synthetic.isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes=5, noise=0.005, seed=4)
+  df["epochs"] = [1.0] * (len(df) - 3) + [4.0] * 3
+  path = tmp_path / "repeated.csv"
+  df[["N", "D", "loss", "epochs"]].to_csv(path, index=False)
+  code, _, err = _main(capsys, "fit", path, "--law", "power_N", "--out", tmp_path / "f.json")
+  assert code == 0
+  warnings = [line for line in err.splitlines() if "warning" in line]
+  assert len(warnings) == 1 and "3 of 15 point(s)" in warnings[0] and "muennighoff" in warnings[0]
+  df["epochs"] = 1.0
+  df[["N", "D", "loss", "epochs"]].to_csv(path, index=False)
+  _, _, err = _main(capsys, "fit", path, "--law", "power_N", "--out", tmp_path / "f.json")
+  assert "warning" not in err
+
+
+def test_bad_tables_for_new_laws_exit_2(capsys, tmp_path):
+  path = _bad_table(tmp_path, N=[1e8], D=[1e9], loss=[3.0])
+  code, _, err = _main(capsys, "fit", path, "--law", "overtraining", "--out", tmp_path / "f.json")
+  assert code == 2 and len(err.strip().splitlines()) == 1 and "1 point(s) but 4 free" in err
+  path = _bad_table(tmp_path, N=[1e8, 2e8], loss=[3.0, 2.9])
+  code, _, err = _main(capsys, "fit", path, "--law", "auto", "--holdout", "N>1.5e8", "--out", tmp_path / "f.json")
+  assert code == 2 and len(err.strip().splitlines()) == 1 and "no candidate law" in err

@@ -70,3 +70,38 @@ def test_a_single_budget_is_a_user_error():
     isoflop.check_points(df, 0.1)
   with pytest.raises(UserError, match="2 or more compute budgets"):
     isoflop.allocation(isoflop.minima(df))
+
+
+def _jittered(sd, seed, budgets=6e18 * 3.0 ** np.arange(9)):
+  df = synthetic.isoflop_sweep(budgets=budgets, sizes=25, noise=0.01, seed=seed)
+  df["C"] = df["C"] * np.exp(np.random.default_rng(seed).normal(0.0, sd, len(df)))
+  return df
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scattered_compute_clusters_into_its_real_budgets(seed):
+  df = _jittered(0.1, seed)  # digitised or logged C: +-10% around 9 budgets, more than --budget_tol
+  found = isoflop.budgets_found(df, 0.1)
+  assert len(found) == 9 and all(r["points"] == 25 for r in found)
+  assert found[0]["found_by"] == "clusters of ln C"
+  np.testing.assert_allclose([r["C"] for r in found], 6e18 * 3.0 ** np.arange(9), rtol=0.1)
+
+
+def test_exact_budgets_are_kept_as_they_are():
+  porian = pd.read_csv(Path(__file__).parent / "data" / "porian2024_isoflop_points.csv", comment="#")
+  for _, part in porian.groupby("config"):
+    assert len(np.unique(isoflop.group_budgets(part["flops"].to_numpy(), 0.1))) == part["flops"].nunique()
+
+
+def test_a_sweeps_planned_budget_groups_the_points():
+  df = _jittered(0.3, 0, budgets=(1e18, 2e18, 4e18))  # too scattered to cluster; the plan says which budget
+  df["budget"] = np.repeat([1e18, 2e18, 4e18], 25)
+  found = isoflop.budgets_found(df, 0.1)
+  assert [r["C"] for r in found] == [1e18, 2e18, 4e18] and found[0]["found_by"] == "sweep budget (run.json)"
+  opt = isoflop.minima(df)
+  assert opt["C"].tolist() == [1e18, 2e18, 4e18]
+
+
+def test_approach2_minima_on_scattered_compute_are_one_per_real_budget():
+  opt = isoflop.minima(_jittered(0.1, 1))
+  assert len(opt) == 9 and (opt["n_points"] == 25).all()

@@ -1,6 +1,7 @@
 """Tests of scaling.fit.load: run directories under each convention, tables with a column mapping, errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ def make_run(root, run_id, n=1e6, state="done", evals=((100, 1000, 5.0), (200, 2
 def test_run_directories_under_each_convention(tmp_path):
   make_run(tmp_path, "small", n=1e6)
   make_run(tmp_path, "big", n=4e6, state="running")
-  df, conv = load.load([str(tmp_path)])
+  df, conv = load.load([str(tmp_path)], convention="6N")
   assert conv["name"] == "6N" and "params_non_embedding" in conv["N"]
   assert len(df) == 4 and set(df["run"]) == {"small", "big"}
   small = df[df["run"] == "small"].sort_values("D")
@@ -121,3 +122,49 @@ def test_unique_tokens_of_data_constrained_runs_become_U(tmp_path):
   df, _ = load.load([str(tmp_path)])
   np.testing.assert_allclose(df[df["run"] == "repeated"]["U"], 500)
   assert df[df["run"] == "fresh"]["U"].isna().all()
+
+
+def test_default_convention_counts_embeddings_output_layer_and_attention(tmp_path):
+  make_run(tmp_path, "r", n=1e6)
+  df, conv = load.load([str(tmp_path)])
+  assert conv["name"] == "chinchilla" and "attention" in conv["why"]
+  np.testing.assert_allclose(df["N"], 1.5e6)
+  np.testing.assert_allclose(df["C"], 9.5e6 * df["D"])
+
+
+def test_a_missing_status_is_pending_and_read_through_runs(tmp_path):
+  d = make_run(tmp_path, "r")
+  (d / "status.json").unlink()
+  df, _ = load.load([str(tmp_path)])
+  assert set(df["state"]) == {"pending"} and not df["final"].any()
+
+
+def test_sweep_budget_and_epochs_come_from_run_json(tmp_path):
+  d = make_run(tmp_path, "r")
+  meta = json.loads((d / "run.json").read_text())
+  (d / "run.json").write_text(json.dumps({**meta, "epochs": 2.0, "sweep": {"budget": 3e15, "convention": "chinchilla"}}))
+  df, _ = load.load([str(tmp_path)])
+  np.testing.assert_allclose(df["budget"], 3e15)
+  np.testing.assert_allclose(df["epochs"], 2.0)
+
+
+def test_load_reads_run_directories_only_through_runs_py():
+  source = (Path(load.__file__)).read_text()
+  assert "read_text" not in source.split("def _load_runs")[1].split("def _flops_per_nd")[0]
+  assert "runs.read_metrics" in source and "runs.read_status" in source and "runs.read_run_info" in source
+
+
+def test_run_directories_of_a_sweep_group_by_their_planned_budget(tmp_path):
+  from scaling.fit import isoflop
+  for i, (budget, tokens) in enumerate([(1e13, 1000), (1e13, 1400), (1e13, 700), (4e13, 2600), (4e13, 3900), (4e13, 2000)]):
+    d = make_run(tmp_path, f"r{i}", n=1e6 * (i % 3 + 1), evals=((100, tokens, 4.0 - 0.1 * i),))
+    meta = json.loads((d / "run.json").read_text())
+    (d / "run.json").write_text(json.dumps({**meta, "sweep": {"budget": budget, "convention": "chinchilla"}}))
+  df, _ = load.load([str(tmp_path)])
+  found = isoflop.budgets_found(df, 0.1)
+  assert [(r["C"], r["points"]) for r in found] == [(1e13, 3), (4e13, 3)]
+  assert found[0]["found_by"] == "sweep budget (run.json)"
+  df6, _ = load.load([str(tmp_path)], convention="6N")  # planned in another count: grouped by it, C from the points
+  found6 = isoflop.budgets_found(df6, 0.1)
+  assert [r["points"] for r in found6] == [3, 3] and found6[0]["C"] != 1e13
+  assert found6[0]["C_min"] <= found6[0]["C"] <= found6[0]["C_max"]

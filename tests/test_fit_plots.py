@@ -34,3 +34,9 @@ def test_learning_curve_figures(tmp_path):
   _written(plots.learning_curves(df, tmp_path / "curves"))
   rec = pipeline.run(df, CONV, pipeline.Options(approach=1))
   _written(plots.loss_vs_compute(df, rec, tmp_path / "env"))
+
+
+def test_plot_ranges_follow_the_data_and_the_target():
+  assert plots.compute_range([3e11, 1e12, 3e12], 2.8e14) == (3e11, 2.8e14)
+  assert plots.compute_range([3e11, 3e12]) == (3e11, 3e12)
+  assert plots.compute_range(None, 1e20) == (1e18, 1e20)

@@ -40,8 +40,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   pred.add_argument("--compute", type=float, help="training FLOPs budget C: prints N*, D* and L*")
   pred.add_argument("--at", action="append", default=[], metavar="NAME=VALUE", help="other law inputs (e.g. U=1e10)")
   pred.add_argument("--json", action="store_true", help="print JSON instead of text")
+  pred.add_argument("--downstream", help="a fit from `scaling fit-downstream`: also predict the error at the predicted loss")
+  pred.add_argument("--law_file", help="Python file registering the fit's user-defined law (never imported from fit.json)")
   curve_cli.add_predict_args(pred)
   pred.set_defaults(func=run_predict)
+
+  down = subparsers.add_parser("fit-downstream", help="fit a downstream error law Err(loss) to (loss, error) pairs",
+                               description="Fit Err(L) to a table with columns loss and error (see docs/fit.md).")
+  _data_args(down)
+  down.add_argument("--law", default="exp", help="exp: Err = eps - k exp(-gamma L) (default); "
+                    "sigmoid: Err = a / (1 + exp(-k (L - L0))) + b")
+  down.add_argument("--loss", default="lsq", help="objective: lsq (default, least squares on the error), huber, lsq_log, huber_log")
+  down.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
+  down.add_argument("--bootstrap", type=int, default=0, help="resamples of runs (rows) for intervals")
+  down.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+  down.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+  down.add_argument("--holdout", help="fit without these rows and predict them: run=ID[,ID] | L>3.2 | error<0.5")
+  down.add_argument("--out", default="downstream_fit.json", help="where to write the fit (default downstream_fit.json)")
+  down.set_defaults(func=run_fit_downstream)
 
   rep = subparsers.add_parser("report", help="write a self-contained HTML report of a sweep or table")
   _data_args(rep)
@@ -55,7 +71,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("inputs", nargs="+", metavar="INPUT", help="sweep roots, run directories or CSV/JSON tables")
   p.add_argument("--columns", help="map table columns: N=params,D=tokens,loss=val_loss,C=flops,run=a+b")
   p.add_argument("--convention", help="counting convention: 6N|6N_total|chinchilla|xla for run directories "
-                 "(default 6N); for tables a label recorded in fit.json")
+                 "(default chinchilla: embeddings, output layer and attention counted); for tables a label recorded in fit.json")
   p.add_argument("--filter", help="keep only rows matching this pandas query, e.g. \"config == 'a'\"")
   p.add_argument("--dropna", action="store_true", help="drop rows with a missing value instead of failing")
   p.add_argument("--points", choices=("final", "all"), help="final evaluations only or every checkpoint "
@@ -64,7 +80,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _fit_args(p: argparse.ArgumentParser, bootstrap_default: int = 0) -> None:
   p.add_argument("--law", default="chinchilla", help="chinchilla (default), kaplan, kaplan_N, kaplan_D, kaplan_C, "
-                 "power, power_N, power_D, muennighoff, or a user law from --law_file/--gin_file; "
+                 "power, power_N, power_D, muennighoff, overtraining, a user law from --law_file/--gin_file, "
+                 "auto (with --holdout: every applicable law, the one with the lowest held-out error kept), or "
                  "tissue (alias lr_annealing): the learning-curve law of Tissue et al. 2024")
   p.add_argument("--approach", type=int, default=3, help="1 envelope, 2 IsoFLOP, 3 parametric (default)")
   p.add_argument("--loss", default="huber_log", help="objective: huber_log (default, published), lsq_log, huber, lsq")
@@ -116,12 +133,24 @@ def _register_user_laws(args: argparse.Namespace) -> str | None:
   return f"file:{Path(args.law_file).resolve()}" if args.law_file else None
 
 
+def check_ranges(args: argparse.Namespace) -> None:
+  """Raises a UserError naming the first option whose value is out of range."""
+  checks = (("delta", lambda v: v > 0, "must be > 0 (at 0 the Huber objective is flat)"),
+            ("bootstrap", lambda v: v >= 0, "must be >= 0"), ("seed", lambda v: v >= 0, "must be >= 0"),
+            ("level", lambda v: 0 < v < 1, "must be between 0 and 1"), ("window", lambda v: v >= 0, "must be >= 0"),
+            ("budget_tol", lambda v: v > 0, "must be > 0"))
+  for name, ok, why in checks:
+    value = getattr(args, name, None)
+    if value is not None and not ok(value):
+      raise UserError(f"--{name}={value}: {why}")
+  for t in getattr(args, "target", None) or []:
+    if not t > 0:
+      raise UserError(f"--target={t}: must be a positive compute budget")
+
+
 def _options(args: argparse.Namespace) -> Any:
   from scaling.fit import pipeline
-  if args.bootstrap < 0:
-    raise UserError(f"--bootstrap={args.bootstrap}: must be >= 0")
-  if not 0 < args.level < 1:
-    raise UserError(f"--level={args.level}: must be between 0 and 1")
+  check_ranges(args)
   return pipeline.Options(law=args.law, approach=args.approach, objective=args.loss, delta=args.delta,
                           solver=args.solver, fix=_pairs(args.fix, "--fix"), points=args.points,
                           bootstrap=args.bootstrap, seed=args.seed, level=args.level, isoflop=args.isoflop,
@@ -130,14 +159,20 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
-  from scaling.fit import load, pipeline
+  from scaling.fit import load, pipeline, select
   law_source = _register_user_laws(args)
   opts = _options(args)
   df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
   _enable_jax_cache()
-  fit_ = pipeline.run(df, conv, opts, args.inputs)
+  if opts.law == select.AUTO:
+    fit_ = select.choose(df, conv, opts, args.inputs)
+  else:
+    fit_ = pipeline.run(df, conv, opts, args.inputs)
   if law_source and fit_.get("law_source") == "decorator":
     fit_["law_source"] = law_source
+  warning = pipeline.repeated_data_warning(df, fit_)
+  if warning:
+    print(f"scaling fit: warning: {warning}", file=sys.stderr)
   return fit_, df, opts
 
 
@@ -215,6 +250,9 @@ def summary(fit_: Mapping[str, Any]) -> str:
       inside = "" if "inside" not in r else ("  inside interval" if r["inside"] else "  OUTSIDE interval")
       lines.append(f"held out {r['run']}: predicted {_g(r['predicted'])}, observed {_g(r['truth'])}, "
                    f"relative error {r['relative_error']:+.3%}{inside}")
+  if "law_selection" in fit_:
+    from scaling.fit import select
+    lines.append(select.table(fit_["law_selection"], SIG))
   for w in fit_.get("warnings", []):
     lines.append(f"WARNING: {w}")
   return "\n".join(lines)
@@ -225,8 +263,13 @@ def run_predict(args: argparse.Namespace) -> int:
   curve_fit_ = curve_cli.read_fit(args.fit_json)
   if curve_fit_ is not None:
     return curve_cli.run_predict(args, curve_fit_)
-  from scaling.fit import predict
+  from scaling.fit import downstream, predict
+  if args.law_file:
+    predict.load_law_file(args.law_file)
   fit_ = predict.read(args.fit_json)
+  down = predict.read(args.downstream) if args.downstream else None
+  if down is not None:
+    downstream.check(down, args.downstream)
   at = _pairs(args.at, "--at")
   for name in ("N", "D"):
     value = getattr(args, name)
@@ -243,6 +286,8 @@ def run_predict(args: argparse.Namespace) -> int:
     result["optimum"] = predict.optimum_at(fit_, args.compute, at)
   if args.compute is None or {"N", "D"} & set(at):
     result["loss"] = predict.loss_at(fit_, at)
+  if down is not None:
+    result["error"] = _chained_error(fit_, down, args.compute, at)
   if args.json:
     print(json.dumps(result, indent=1))
     return 0
@@ -254,6 +299,37 @@ def run_predict(args: argparse.Namespace) -> int:
   if "optimum" in result:
     o = result["optimum"]
     print(f"C = {_g(args.compute)}: N* = {fmt(o['N'])}\n  D* = {fmt(o['D'])}\n  L* = {fmt(o['loss'])}")
+  if "error" in result:
+    print(f"error = {fmt(result['error'])}  ({down['law']} at the predicted {'loss' if 'loss' in result else 'L*'})")
+  return 0
+
+
+def _chained_error(fit_: Mapping[str, Any], down: Mapping[str, Any], compute: float | None,
+                   at: Mapping[str, float]) -> dict[str, Any]:
+  """The downstream error at the loss predicted at (N, D, ...), or at L* of the budget."""
+  import numpy as np
+  from scaling.fit import downstream, predict
+  if compute is None or {"N", "D"} & set(at):
+    point, draws = predict.loss_draws(fit_, at)
+  else:
+    best, triples = predict.optimum_draws(fit_, compute, at)
+    point, draws = best[2], np.array([t[2] for t in triples], np.float64)
+  return downstream.chain(down, point, draws)
+
+
+def run_fit_downstream(args: argparse.Namespace) -> int:
+  """`scaling fit-downstream`: fit Err(loss) to (loss, error) pairs, print a summary, write the fit."""
+  from scaling.fit import downstream, load, pipeline
+  out = _writable_out(args.out)
+  check_ranges(args)
+  opts = pipeline.Options(law=downstream.law_name(args.law), objective=args.loss, delta=args.delta,
+                          bootstrap=args.bootstrap, seed=args.seed, level=args.level, holdout=args.holdout)
+  df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
+  _enable_jax_cache()
+  fit_ = downstream.fit(df, conv, opts, args.inputs)
+  _write(out, json.dumps(fit_, indent=1, default=float))
+  print(summary(fit_))
+  print(f"wrote {out}")
   return 0
 
 

@@ -23,7 +23,9 @@ def held_out_runs(df: pd.DataFrame, spec: str, tol: float = 0.1) -> set[str]:
   """Run ids selected by a `--holdout` spec."""
   spec = spec.strip()
   if spec == "largest":
-    groups = isoflop.group_budgets(df["C"].to_numpy(np.float64), tol)
+    if "C" not in df.columns:
+      raise UserError("--holdout largest needs compute C; use COLUMN>VALUE or run=ID[,ID]")
+    groups = isoflop.budget_ids(df, tol)
     return set(df["run"][groups == groups.max()])
   if spec.startswith("run="):
     wanted = {r.strip() for r in spec[4:].split(",") if r.strip()}
@@ -60,11 +62,11 @@ def evaluate(fit_: Mapping[str, Any], test: pd.DataFrame, tol: float = 0.1) -> l
       pred = predict.loss_at(fit_, {c: float(r[c]) for c in law_inputs})
       rows.append(_record(str(r["run"]), {c: float(r[c]) for c in law_inputs}, pred, float(r["loss"])))
   else:
-    groups = isoflop.group_budgets(test["C"].to_numpy(np.float64), tol)
+    groups = isoflop.budget_ids(test, tol)
     for g in np.unique(groups):
       part = test[groups == g]
       best = part.loc[part["loss"].idxmin()]
-      c = float(np.exp(np.log(part["C"].to_numpy(np.float64)).mean()))
+      c = isoflop.budget_value(part)
       rows.append(_record(str(best["run"]), {"C": c}, predict.loss_at(fit_, {"C": c}), float(part["loss"].min())))
   return rows
 

@@ -20,16 +20,77 @@ from scaling.errors import UserError
 METHODS = ("parabola", "spline")
 SPLINE_DENSITY = 25  # grid points per gap between sampled sizes (as Porian et al.)
 MIN_STD_FACTOR = 0.33  # floor of sigma(ln N*) in units of the size-grid spacing (as Porian et al.)
+GAP_SPREAD = 3.0  # a gap in sorted ln C separates budgets when it exceeds this many typical within-budget spreads
 
 
 def group_budgets(C: np.ndarray, tol: float) -> np.ndarray:
-  """Budget index of every point: sorted C values split wherever consecutive ones differ by > (1 + tol)."""
+  """Budget index of every point, in order of C: clusters of ln C (see `cluster_log_compute`)."""
+  C = np.asarray(C, np.float64)
   order = np.argsort(C)
-  logc = np.log(np.asarray(C, np.float64)[order])
-  new = np.concatenate([[True], np.diff(logc) > np.log1p(tol)])
+  sizes = cluster_log_compute(np.log(C[order]), tol)
   ids = np.empty(len(C), np.int64)
-  ids[order] = np.cumsum(new) - 1
+  ids[order] = np.repeat(np.arange(len(sizes)), sizes)
   return ids
+
+
+def cluster_log_compute(x: np.ndarray, tol: float) -> list[int]:
+  """Sizes of the clusters of sorted ln C values, left to right.
+
+  A gap between consecutive values separates two budgets when it exceeds ln(1 + tol) and GAP_SPREAD
+  times the typical spread (median standard deviation in ln C of the clusters of 3+ points), the spread
+  re-estimated until the clusters stop changing. Points on exact budgets have no spread, so every gap
+  above ln(1 + tol) separates them; points scattered around budgets (digitised or logged C) gather into
+  their budget instead of splitting into many.
+  """
+  x = np.asarray(x, np.float64)
+  if not len(x):
+    return []
+  gaps = np.diff(x)
+  cut = gaps > np.log1p(tol)
+  while True:
+    spread = _typical_spread(np.split(x, np.flatnonzero(cut) + 1))
+    new = cut & (gaps > GAP_SPREAD * spread)
+    if np.array_equal(new, cut):
+      break
+    cut = new
+  return [len(p) for p in np.split(x, np.flatnonzero(cut) + 1)]
+
+
+def _typical_spread(parts: list[np.ndarray]) -> float:
+  """Median standard deviation of the clusters with 3 or more points (0 when there are none)."""
+  spreads = [float(np.std(p)) for p in parts if len(p) >= 3]
+  return float(np.median(spreads)) if spreads else 0.0
+
+
+def budget_ids(df: pd.DataFrame, tol: float) -> np.ndarray:
+  """Budget index of every point: a sweep's planned `budget` column when every point has one, else clusters of C."""
+  if "budget" in df.columns:
+    planned = pd.to_numeric(df["budget"], errors="coerce").to_numpy(np.float64)
+    if len(planned) and np.all(np.isfinite(planned) & (planned > 0)):
+      return np.unique(planned, return_inverse=True)[1].astype(np.int64)
+  return group_budgets(df["C"].to_numpy(np.float64), tol)
+
+
+def budget_value(part: pd.DataFrame) -> float:
+  """The budget of one group of points: its planned budget (when counted like C), else the geometric mean of C."""
+  planned = "budget" in part.columns and pd.to_numeric(part["budget"], errors="coerce").notna().all()
+  same_count = "budget_in_C" not in part.columns or part["budget_in_C"].fillna(False).astype(bool).all()
+  if planned and same_count:
+    return float(pd.to_numeric(part["budget"]).iloc[0])
+  return float(np.exp(np.log(part["C"].to_numpy(np.float64)).mean()))
+
+
+def budgets_found(df: pd.DataFrame, tol: float) -> list[dict[str, Any]]:
+  """One record per budget found: C, points, the range of C of its points, and how it was found."""
+  ids = budget_ids(df, tol)
+  planned = "budget" in df.columns and pd.to_numeric(df["budget"], errors="coerce").notna().all()
+  out = []
+  for g in np.unique(ids):
+    part = df[ids == g]
+    out.append({"C": budget_value(part), "points": int(len(part)), "C_min": float(part["C"].min()),
+                "C_max": float(part["C"].max()), "sizes": int(part["N"].nunique()) if "N" in part else 0,
+                "found_by": "sweep budget (run.json)" if planned else "clusters of ln C"})
+  return sorted(out, key=lambda r: r["C"])
 
 
 def _vertex(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, str]:
@@ -84,7 +145,7 @@ def minima(df: pd.DataFrame, method: str = "parabola", tol: float = 0.1, k: int 
   """
   if method not in METHODS:
     raise UserError(f"--isoflop={method}: choose one of {', '.join(METHODS)}")
-  groups = group_budgets(df["C"].to_numpy(np.float64), tol)
+  groups = budget_ids(df, tol)
   rows = []
   for g in np.unique(groups):
     part = df[groups == g]
@@ -97,7 +158,7 @@ def minima(df: pd.DataFrame, method: str = "parabola", tol: float = 0.1, k: int 
     spacing = np.median(np.diff(np.unique(x))) if len(np.unique(x)) > 1 else np.nan
     spacing_d = np.median(np.diff(np.unique(xd))) if len(np.unique(xd)) > 1 else np.nan
     floor = lambda s, h: float(np.nanmax([s if np.isfinite(s) else 0.0, MIN_STD_FACTOR * h])) if np.isfinite(h) else np.nan
-    rows.append({"C": float(np.exp(np.log(part["C"].to_numpy(np.float64)).mean())), "N_star": float(np.exp(xn)),
+    rows.append({"C": budget_value(part), "N_star": float(np.exp(xn)),
                  "D_star": float(np.exp(xt)), "L_star": float(ln), "sigma_lnN": floor(sn, spacing),
                  "sigma_lnD": floor(sd, spacing_d), "n_points": len(part), "ok": not why and not why_d,
                  "note": why or why_d})
@@ -156,7 +217,7 @@ def allocation_vector(fit_: AllocationFit) -> np.ndarray:
 
 def check_points(df: pd.DataFrame, tol: float) -> None:
   """Raises a UserError when the points span a single compute budget (no allocation can be fitted)."""
-  if len(np.unique(group_budgets(df["C"].to_numpy(np.float64), tol))) < 2:
+  if len(np.unique(budget_ids(df, tol))) < 2:
     raise UserError(f"approach 2 needs points at 2 or more compute budgets; all {len(df)} points are at one "
                     f"budget C = {df['C'].iloc[0]:.4g} (within --budget_tol={tol})")
 

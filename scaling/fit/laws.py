@@ -249,6 +249,76 @@ register(Law(
 ))
 
 
+# --- Gadre et al. 2024, over-training: L(C, M) = E + (a M^eta + b M^-eta) C^-eta with M = D / N the
+# token multiplier, fitted as LSE(ln a + eta (ln D - ln N - ln C), ln b - eta (ln D - ln N + ln C), e).
+def _overtraining_log(xp: Any, t: Theta, c: Cols) -> Any:
+  log_m, log_c = xp.log(c["D"]) - xp.log(c["N"]), xp.log(c["C"])
+  return _lse(xp, t["log_a"] + t["eta"] * (log_m - log_c), t["log_b"] - t["eta"] * (log_m + log_c), t["e"] + 0.0 * log_c)
+
+
+def _overtraining_public(t: Theta) -> dict[str, float]:
+  t = _f(t)
+  return {"E": math.exp(t["e"]), "a": math.exp(t["log_a"]), "b": math.exp(t["log_b"]), "eta": t["eta"]}
+
+
+OVERTRAINING = register(Law(
+    name="overtraining",
+    formula="L = E + (a M^eta + b M^-eta) C^-eta, M = D / N",
+    inputs=("N", "D", "C"),
+    theta=("log_a", "log_b", "e", "eta"),
+    log_predict=_overtraining_log,
+    public=_overtraining_public,
+    to_theta=_log_of({"a": "log_a", "b": "log_b", "E": "e"}),
+    grid={"log_a": np.arange(0, 25.01, 5), "log_b": np.arange(0, 25.01, 5), "e": np.arange(-1, 1.01, 0.5),
+          "eta": np.arange(0.05, 1.01, 0.1)},
+    lower={"eta": 0.0},
+    lse_terms=((("log_a", None, 1.0), ("eta", "D", 1.0), ("eta", "N", -1.0), ("eta", "C", -1.0)),
+               (("log_b", None, 1.0), ("eta", "D", -1.0), ("eta", "N", 1.0), ("eta", "C", -1.0)),
+               (("e", None, 1.0),)),
+))
+
+
+# --- Downstream metrics as functions of a loss L (the `L` column; the metric is the fitted target).
+# Gadre et al. 2024: top-1 error Err(L) = eps - k exp(-gamma L).
+def _downstream_exp_log(xp: Any, t: Theta, c: Cols) -> Any:
+  return xp.log(t["eps"] - xp.exp(t["log_k"] - t["gamma"] * c["L"]))
+
+
+register(Law(
+    name="downstream_exp",
+    formula="Err = eps - k exp(-gamma L)",
+    inputs=("L",),
+    theta=("eps", "log_k", "gamma"),
+    log_predict=_downstream_exp_log,
+    public=lambda t: {"eps": float(t["eps"]), "k": math.exp(float(t["log_k"])), "gamma": float(t["gamma"])},
+    to_theta=_log_of({"k": "log_k"}),
+    grid={"eps": np.array([0.25, 0.5, 0.75, 1.0]), "log_k": np.arange(-3, 6.01, 1.0),
+          "gamma": np.array([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0])},
+    lower={"eps": 0.0, "gamma": 0.0},
+))
+
+
+# Bhagia et al. 2024 (OLMo model ladders, step 2): metric(L) = a / (1 + exp(-k (L - L0))) + b of the task loss.
+def _downstream_sigmoid_log(xp: Any, t: Theta, c: Cols) -> Any:
+  return xp.log(xp.exp(t["log_a"] - xp.logaddexp(0.0, -t["k"] * (c["L"] - t["L0"]))) + t["b"])
+
+
+register(Law(
+    name="downstream_sigmoid",
+    formula="Err = a / (1 + exp(-k (L - L0))) + b",
+    inputs=("L",),
+    theta=("log_a", "b", "k", "L0"),
+    log_predict=_downstream_sigmoid_log,
+    public=lambda t: {"a": math.exp(float(t["log_a"])), "b": float(t["b"]), "k": float(t["k"]), "L0": float(t["L0"])},
+    to_theta=_log_of({"a": "log_a"}),
+    grid={"log_a": np.log([0.25, 0.5, 0.75, 1.0]), "b": np.array([0.0, 0.1, 0.25, 0.5]),
+          "k": np.array([-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0]), "L0": np.arange(0.5, 5.01, 0.5)},
+    lower={"b": 0.0},
+))
+
+DOWNSTREAM = ("downstream_exp", "downstream_sigmoid")
+
+
 # --- User-defined laws.
 def law(name: str, *, inputs: Sequence[str], grid: Mapping[str, Sequence[float]],
         lower: Mapping[str, float] | None = None, upper: Mapping[str, float] | None = None,

@@ -1,6 +1,6 @@
 """Loading sweep results into one pandas DataFrame of points, whatever trainer produced them.
 
-Inputs are sweep roots (directories holding run directories), run directories (the DESIGN.md contract:
+Inputs are sweep roots (directories holding run directories), run directories (the contract of docs/architecture.md:
 run.json, metrics.jsonl, status.json) and tables (CSV, TSV, JSON). Every point has the canonical columns
 `run`, `N` (parameters), `D` (tokens seen), `C` (training FLOPs), `loss` (nats per token), `step` and
 `final` (the last evaluation of a finished run), plus any other mapped column (e.g. `U` unique tokens);
@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from scaling import runs
 from scaling.errors import UserError
 
 CANONICAL = ("run", "N", "D", "C", "loss", "step", "final")
@@ -31,7 +32,17 @@ CONVENTIONS = {
     "chinchilla": ("params_total", "chinchilla"),
     "xla": ("params_total", "xla"),
 }
-DEFAULT_CONVENTION = "6N"
+# Run directories count N and C with embeddings, the output layer and attention: for the small models of a
+# CPU sweep, 6 N_non_embedding drops a large share of the FLOPs (a third at width 32, seq 128).
+DEFAULT_CONVENTION = "chinchilla"
+CONVENTION_NOTES = {
+    "6N": "6 x non-embedding parameters per token (Kaplan et al.): leaves out the embeddings, the output layer "
+          "and attention, a large share of the FLOPs of small models",
+    "6N_total": "6 x all parameters per token: counts the embeddings and output layer, not attention",
+    "chinchilla": "embeddings, output layer and attention counted (Hoffmann et al.): the FLOPs small models "
+                  "really spend, so budgets and exponents are not biased by model size",
+    "xla": "the compiled training step's own FLOP count (XLA cost analysis)",
+}
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
 
 
@@ -56,7 +67,7 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
   inputs = list(inputs)
   if not inputs:
     raise UserError("no INPUT given: pass a sweep root, run directories or CSV/JSON tables")
-  tables, runs = [], []
+  tables, run_dirs = [], []
   for item in inputs:
     path = Path(item)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
@@ -65,18 +76,18 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
       found = [path] if (path / "run.json").is_file() else sorted(p.parent for p in path.rglob("run.json"))
       if not found:
         raise UserError(f"{path}: directory holds no run.json (not a run directory or sweep root)")
-      runs.extend(found)
+      run_dirs.extend(found)
     elif not path.exists():
       raise UserError(f"{path}: no such file or directory")
     else:
       raise UserError(f"{path}: not a table ({', '.join(TABLE_SUFFIXES)}), run directory or sweep root")
-  if tables and runs:
-    raise UserError(f"{tables[0]} and {runs[0]}: tables and run directories cannot be fitted together "
+  if tables and run_dirs:
+    raise UserError(f"{tables[0]} and {run_dirs[0]}: tables and run directories cannot be fitted together "
                     "(their counting conventions may differ); convert one to the other")
-  if runs:
+  if run_dirs:
     if columns:
       raise UserError("--columns applies to tables; run directories follow the run-directory contract")
-    df, conv = _load_runs(runs, convention or DEFAULT_CONVENTION)
+    df, conv = _load_runs(run_dirs, convention or DEFAULT_CONVENTION)
   else:
     df, conv = _load_tables(tables, dict(columns or {}), convention)
   _numeric(df)
@@ -97,7 +108,7 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
 
 def _numeric(df: pd.DataFrame) -> None:
   """Converts numeric canonical columns to float in place where every present value is a number."""
-  for col in ("N", "D", "C", "loss", "U", "step", "N_std", "D_std"):
+  for col in ("N", "D", "C", "loss", "U", "step", "N_std", "D_std", "epochs", "budget"):
     if col in df.columns and df[col].dtype.kind not in "fc":
       conv = pd.to_numeric(df[col], errors="coerce")
       if conv.isna().sum() == df[col].isna().sum():
@@ -139,11 +150,13 @@ def _load_tables(paths: list[Path], columns: dict[str, str], label: str | None) 
 
 
 def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
+  skipped = 0
   try:
     if path.suffix.lower() in (".json", ".jsonl"):
       raw = pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
     else:
-      raw = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+      skipped = _leading_comments(path)
+      raw = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", skiprows=skipped)
   except Exception as e:  # parser errors come in many types
     raise UserError(f"{path}: cannot read table: {str(e).splitlines()[0]}") from None
   if raw.empty:
@@ -163,7 +176,7 @@ def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
     df["run"] = [f"{path.stem}:{i}" for i in range(len(df))]
   df["run"] = df["run"].astype(str)
   df["source"] = str(path)
-  df["row"] = np.arange(len(df)) + 2  # the line number in a CSV with a header
+  df["row"] = np.arange(len(df)) + 2 + skipped  # the line number in a CSV with a header
   if "step" not in df.columns:
     df["step"] = 0
   if "final" not in df.columns:
@@ -172,6 +185,17 @@ def _read_table(path: Path, columns: Mapping[str, str]) -> pd.DataFrame:
     df["final"] = pd.to_numeric(df[key], errors="coerce") >= last
   df.attrs["raw"] = tuple(raw.columns)
   return df
+
+
+def _leading_comments(path: Path) -> int:
+  """Number of `#` comment lines (e.g. a `# source:` line) before a CSV's header."""
+  count = 0
+  with open(path, errors="replace") as f:
+    for line in f:
+      if not line.startswith("#"):
+        break
+      count += 1
+  return count
 
 
 def _load_runs(dirs: list[Path], convention: str) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -186,12 +210,12 @@ def _load_runs(dirs: list[Path], convention: str) -> tuple[pd.DataFrame, dict[st
   df = pd.DataFrame(rows)
   conv = {"name": convention, "source": "run directories", "N": f"run.json {n_key}", "D": "metrics.jsonl tokens",
           "C": f"run.json flops_per_token[{c_key!r}] x tokens", "loss": "metrics.jsonl eval_loss",
-          "flops_per_nd": _flops_per_nd(df)}
+          "flops_per_nd": _flops_per_nd(df), "why": CONVENTION_NOTES[convention]}
   return df, conv
 
 
 def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
-  meta = _read_json(run_dir / "run.json")
+  meta = _read_json(run_dir / "run.json", runs.read_run_info, run_dir)
   try:
     n = float(meta[n_key])
     fpt = meta["flops_per_token"][c_key]
@@ -199,36 +223,46 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
     raise UserError(f"{run_dir / 'run.json'}: missing {n_key!r} or flops_per_token[{c_key!r}]") from None
   if fpt is None:
     raise UserError(f"{run_dir / 'run.json'}: flops_per_token[{c_key!r}] is null (choose another --convention)")
-  status = _read_json(run_dir / "status.json").get("state", "unknown") if (run_dir / "status.json").is_file() else "unknown"
+  status = str(_read_json(run_dir / "status.json", runs.read_status, run_dir).get("state", "pending"))
   run_id = str(meta.get("run_id", run_dir.name))
-  points = []
   metrics = run_dir / "metrics.jsonl"
-  if not metrics.is_file():
-    return points
-  unique = {"U": float(meta["unique_tokens"])} if meta.get("unique_tokens") else {}
-  lines = metrics.read_text().splitlines()
-  for lineno, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      rec = json.loads(line)
-    except json.JSONDecodeError:
-      if lineno == len(lines):
-        continue  # a run still writing may leave a partial last line
-      raise UserError(f"{metrics}:{lineno}: not a JSON object") from None
-    if rec.get("eval_loss") is None:
+  extra = _run_extras(meta, c_key)
+  points = []
+  for lineno, rec in enumerate(runs.read_metrics(run_dir), 1):
+    if not isinstance(rec, dict) or rec.get("eval_loss") is None:
       continue
     loss = rec["eval_loss"]
     if not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss <= 0:
       raise UserError(f"{metrics}:{lineno}: eval_loss {loss!r} is not a positive finite number")
     tokens = float(rec.get("tokens", 0))
+    if tokens <= 0:
+      continue  # the step-0 evaluation: the initial parameters, no data seen (D = 0 has no place in a law of D)
     points.append({"run": run_id, "N": n, "D": tokens, "C": float(fpt) * tokens, "loss": float(loss),
                    "step": int(rec.get("step", 0)), "final": False, "state": status, "source": str(metrics),
                    "row": lineno, "seed": meta.get("seed"), "tokens_planned": meta.get("tokens_planned"),
-                   **unique, **_all_conventions(meta, tokens)})
+                   **extra, **_all_conventions(meta, tokens)})
   if points and status == "done":
     points[-1]["final"] = True
   return points
+
+
+def _run_extras(meta: Mapping[str, Any], c_key: str) -> dict[str, Any]:
+  """Optional per-run columns from run.json: U (unique_tokens), epochs, and a sweep's planned budget.
+
+  `budget_in_C` says whether the planned budget was counted like C (same convention, or none named); when
+  not, budgets still group the runs but the budget's compute is taken from the points' C.
+  """
+  out: dict[str, Any] = {}
+  if meta.get("unique_tokens"):
+    out["U"] = float(meta["unique_tokens"])
+  if meta.get("epochs") is not None:
+    out["epochs"] = float(meta["epochs"])
+  sweep = meta.get("sweep")
+  if isinstance(sweep, Mapping) and sweep.get("budget") is not None:
+    out["budget"] = float(sweep["budget"])
+    named = sweep.get("convention")
+    out["budget_in_C"] = named is None or named == c_key or CONVENTIONS.get(str(named), (None, None))[1] == c_key
+  return out
 
 
 def _all_conventions(meta: Mapping[str, Any], tokens: float) -> dict[str, float]:
@@ -241,11 +275,15 @@ def _all_conventions(meta: Mapping[str, Any], tokens: float) -> dict[str, float]
   return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, reader: Callable[[Path], Any], run_dir: Path) -> dict[str, Any]:
+  """A run-directory JSON file read through scaling.runs, with read errors as one-line UserErrors."""
   try:
-    return json.loads(path.read_text())
+    out = reader(run_dir)
   except (OSError, json.JSONDecodeError) as e:
     raise UserError(f"{path}: cannot read JSON: {str(e).splitlines()[0]}") from None
+  if not isinstance(out, dict):
+    raise UserError(f"{path}: not a JSON object")
+  return out
 
 
 def _flops_per_nd(df: pd.DataFrame) -> float:

@@ -202,6 +202,21 @@ def _approach1(df: pd.DataFrame, opts: Options) -> dict[str, Any]:
   return rec
 
 
+FRESH_DATA_LAWS_EXCEPT = ("muennighoff",)
+
+
+def repeated_data_warning(df: pd.DataFrame, fit_: Mapping[str, Any]) -> str | None:
+  """One line when points trained on repeated data (`epochs` > 1) are fitted with a law that assumes fresh data."""
+  if fit_.get("law") in FRESH_DATA_LAWS_EXCEPT or "epochs" not in df.columns:
+    return None
+  epochs = pd.to_numeric(df["epochs"], errors="coerce").to_numpy(np.float64)
+  repeated = np.nan_to_num(epochs, nan=1.0) > 1.0
+  if not repeated.any():
+    return None
+  return (f"{int(repeated.sum())} of {len(df)} point(s) saw their data more than once (epochs up to "
+          f"{np.nanmax(epochs):.3g}) but law {fit_['law']} assumes fresh data; consider --law=muennighoff")
+
+
 def targets(fit_: Mapping[str, Any], budgets: Sequence[float]) -> list[dict[str, Any]]:
   """Compute-optimal predictions at the given budgets (for the report and the fit summary)."""
   out = []

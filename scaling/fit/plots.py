@@ -43,8 +43,8 @@ def isoflop_curves(df: pd.DataFrame, optima: Sequence[Mapping[str, Any]], out: P
   from scaling.fit import isoflop
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  groups = isoflop.group_budgets(df["C"].to_numpy(np.float64), tol)
-  budgets = np.array([np.exp(np.log(df["C"][groups == g]).mean()) for g in np.unique(groups)])
+  groups = isoflop.budget_ids(df, tol)
+  budgets = np.array([isoflop.budget_value(df[groups == g]) for g in np.unique(groups)])
   for g, color in zip(np.unique(groups), _colors(budgets)):
     part = df[groups == g].sort_values("N")
     x, y = np.log(part["N"].to_numpy(np.float64)), part["loss"].to_numpy(np.float64)
@@ -63,13 +63,25 @@ def isoflop_curves(df: pd.DataFrame, optima: Sequence[Mapping[str, Any]], out: P
   return _save(fig, out)
 
 
-def compute_optimal(fit_: Mapping[str, Any], out: Path, target: float | None = None) -> Path:
-  """N*(C) and D*(C) with bootstrap bands, from the data's budgets out to the target budget."""
+def compute_range(C: Sequence[float] | None, target: float | None = None) -> tuple[float, float]:
+  """The compute axis of a figure: the data's C, widened to include the target budget."""
+  c = np.asarray([] if C is None else C, np.float64)
+  c = c[np.isfinite(c) & (c > 0)]
+  if target:
+    c = np.append(c, float(target))
+  if not len(c):
+    raise ValueError("compute_range: no compute values and no target")
+  lo, hi = float(c.min()), float(c.max())
+  return (hi / 100.0, hi) if lo == hi else (lo, hi)
+
+
+def compute_optimal(fit_: Mapping[str, Any], out: Path, target: float | None = None,
+                    data_C: Sequence[float] | None = None) -> Path:
+  """N*(C) and D*(C) with bootstrap bands, over the data's compute (or budgets) out to the target budget."""
   from scaling.fit import predict
   plt = _plt()
   opt = pd.DataFrame(fit_.get("optima") or [])
-  c_lo = float(opt["C"].min()) if len(opt) else 1e18
-  c_hi = max(float(opt["C"].max()) if len(opt) else 1e21, target or 0.0)
+  c_lo, c_hi = compute_range(opt["C"] if len(opt) else data_C, target)
   grid = np.geomspace(c_lo, c_hi, 30)
   preds = [predict.optimum_at(fit_, float(c)) for c in grid]
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -90,7 +102,32 @@ def compute_optimal(fit_: Mapping[str, Any], out: Path, target: float | None = N
   return _save(fig, out)
 
 
-def loss_vs_compute(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path) -> Path:
+def frontier(df: pd.DataFrame, fits: Mapping[str, Mapping[str, Any]], out: Path, target: float | None = None,
+             title: str = "loss against compute") -> Path:
+  """Every point's loss against compute and each fit's compute-optimal loss L*(C) with its band, out to the target."""
+  from scaling.fit import predict
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  ax.scatter(df["C"], df["loss"], c=_colors(df["N"].to_numpy(np.float64)), s=8, alpha=0.6, label="runs")
+  lo, hi = compute_range(df["C"], target)
+  grid = np.geomspace(lo, hi, 40)
+  for (label, fit_), color in zip(fits.items(), ("crimson", "navy", "darkgreen", "darkorange", "purple")):
+    preds = [predict.optimum_at(fit_, float(c))["loss"] for c in grid]
+    ax.plot(grid, [p["value"] for p in preds], color=color, lw=1.4, label=f"{label}: L*(C)")
+    if all("interval" in p for p in preds):
+      iv = np.array([p["interval"] for p in preds])
+      ax.fill_between(grid, iv[:, 0], iv[:, 1], color=color, alpha=0.15)
+    if target:
+      t = predict.optimum_at(fit_, float(target))["loss"]
+      ax.scatter([target], [t["value"]], color=color, marker="*", s=80, zorder=5)
+  if target:
+    ax.axvline(target, color="gray", ls="--", lw=1, label=f"target C={target:.3g}")
+  ax.set(xscale="log", xlim=(lo / 1.3, hi * 1.3), xlabel="compute C (FLOPs)", ylabel="loss (nats/token)", title=title)
+  ax.legend(fontsize=7)
+  return _save(fig, out)
+
+
+def loss_vs_compute(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path, target: float | None = None) -> Path:
   """Every point's loss against compute, the lower envelope and the fitted loss law."""
   from scaling.fit import envelope, predict
   plt = _plt()
@@ -101,7 +138,7 @@ def loss_vs_compute(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path) -> Pat
     ax.plot(env["C"], env["loss"], color="black", lw=1.2, label="envelope")
   except Exception:  # a single run has no envelope; the plot still shows the points
     pass
-  grid = np.geomspace(float(df["C"].min()), float(df["C"].max()) * 10, 60)
+  grid = np.geomspace(*compute_range(df["C"], target), 60)
   if "loss_law" in fit_:
     ax.plot(grid, [predict.loss_at(fit_, {"C": float(c)})["value"] for c in grid], color="crimson", label="fitted L(C)")
   elif {"N", "D"} <= set(fit_.get("inputs_used", [])):

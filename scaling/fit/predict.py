@@ -21,7 +21,7 @@ SEARCH_POINTS = 4001
 
 
 def read(path: str | Path) -> dict[str, Any]:
-  """Loads a fit.json written by `scaling fit`, re-registering a user-defined law it refers to."""
+  """Loads a fit.json written by `scaling fit`; never runs code (a file law must be loaded by --law_file first)."""
   path = Path(path)
   try:
     fit_ = json.loads(path.read_text())
@@ -35,7 +35,10 @@ def read(path: str | Path) -> dict[str, Any]:
 
 
 def ensure_law(fit_: Mapping[str, Any], where: Any = "fit") -> None:
-  """Registers the fit's law again when it is user-defined (expression or law file)."""
+  """Registers an expression law stored in the fit; a law from a file must already be registered.
+
+  A fit.json is data: a law file it names is never imported here (pass it with --law_file).
+  """
   source = fit_.get("law_source", "builtin")
   name = fit_.get("loss_law", {}).get("law") if fit_["approach"] != 3 else fit_["law"]
   if name in laws.names():
@@ -44,7 +47,8 @@ def ensure_law(fit_: Mapping[str, Any], where: Any = "fit") -> None:
     spec = fit_["law_spec"]
     laws.expression_law(fit_["law"], spec["expression"], spec["inputs"], spec["grid"], spec.get("lower"), spec.get("upper"))
   elif source.startswith("file:"):
-    load_law_file(source[len("file:"):])
+    raise UserError(f"{where}: law {name!r} comes from {source[len('file:'):]}; reading a fit.json never runs code, "
+                    f"so name that file again with --law_file")
   if name not in laws.names():
     raise UserError(f"{where}: law {name!r} is not registered (pass its --law_file)")
 
@@ -62,13 +66,15 @@ def load_law_file(path: str) -> None:
     raise UserError(f"--law_file {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
 
 
-def _samples(fit_: Mapping[str, Any]) -> list[dict[str, float]]:
+def samples(fit_: Mapping[str, Any]) -> list[dict[str, float]]:
+  """The stored bootstrap samples of a fit as parameter dicts (empty without a bootstrap)."""
   boot = fit_.get("bootstrap") or {}
   names = boot.get("names", [])
   return [dict(zip(names, row)) for row in boot.get("samples", [])]
 
 
-def _point(fit_: Mapping[str, Any]) -> dict[str, float]:
+def point(fit_: Mapping[str, Any]) -> dict[str, float]:
+  """The fit's point estimate in the names its samples use."""
   return dict(fit_["theta"]) if fit_["approach"] == 3 else {**_alloc_names(fit_["params"]), **{
       f"loss_{k}": v for k, v in fit_.get("loss_law", {}).get("theta", {}).items()}}
 
@@ -77,18 +83,19 @@ def _alloc_names(p: Mapping[str, float]) -> dict[str, float]:
   return {"a": p["a"], "ln_k_N": float(np.log(p["k_N"])), "b": p["b"], "ln_k_D": float(np.log(p["k_D"]))}
 
 
-def _with_interval(values: list[float], point: float, level: float) -> dict[str, Any]:
+def with_interval(values: list[float], point: float, level: float) -> dict[str, Any]:
+  """A prediction record: the value, and its percentile interval when there are samples."""
   out = {"value": float(point)}
   if values:
     out["interval"] = bootstrap.interval(np.array(values), level)
   return out
 
 
-def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
-  """Predicted loss at the given inputs (N, D, ... for approach 3; C for approaches 1 and 2)."""
-  level = fit_.get("level", bootstrap.DEFAULT_LEVEL)
+def loss_draws(fit_: Mapping[str, Any], at: Mapping[str, float]) -> tuple[float, np.ndarray]:
+  """Predicted loss at the given inputs: the point estimate and one value per stored bootstrap sample."""
   if fit_["approach"] == 3:
     law = laws.get(fit_["law"])
+    at = with_compute(fit_, law, at)
     missing = [c for c in law.inputs if c not in at]
     if missing:
       raise UserError(f"law {law.name} predicts from {', '.join(law.inputs)}; give --{' --'.join(missing)}"
@@ -102,18 +109,37 @@ def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
       raise UserError("this fit has no L*(C) law (too few optima to fit one); it predicts N* and D* only")
     law = laws.get(fit_["loss_law"]["law"])
     f = lambda th: float(law.predict(np, {k[5:]: v for k, v in th.items() if k.startswith("loss_")}, {"C": np.float64(at["C"])}))
-  return _with_interval([f(s) for s in _samples(fit_)], f(_point(fit_)), level)
+  return f(point(fit_)), np.array([f(s) for s in samples(fit_)], np.float64)
+
+
+def loss_at(fit_: Mapping[str, Any], at: Mapping[str, float]) -> dict[str, Any]:
+  """Predicted loss at the given inputs (N, D, ... for approach 3; C for approaches 1 and 2)."""
+  point, draws = loss_draws(fit_, at)
+  return with_interval(list(draws), point, fit_.get("level", bootstrap.DEFAULT_LEVEL))
+
+
+def with_compute(fit_: Mapping[str, Any], law: laws.Law, at: Mapping[str, float]) -> dict[str, float]:
+  """`at` plus C = k N D (k the fit's `flops_per_nd`) when the law reads C and only N and D are given."""
+  out = dict(at)
+  if "C" in law.inputs and "C" not in out and {"N", "D"} <= set(out):
+    out["C"] = float(fit_.get("convention", {}).get("flops_per_nd", 6.0)) * out["N"] * out["D"]
+  return out
+
+
+def optimum_draws(fit_: Mapping[str, Any], compute: float,
+                  at: Mapping[str, float] | None = None) -> tuple[tuple[float, float, float], list[tuple[float, float, float]]]:
+  """Compute-optimal (N*, D*, L*) at budget `compute`: the point estimate and one triple per bootstrap sample."""
+  k = float(fit_.get("convention", {}).get("flops_per_nd", 6.0))
+  solve = (lambda th: _optimum_theta(fit_, th, compute, k, at or {})) if fit_["approach"] == 3 else (
+      lambda th: _optimum_alloc(fit_, th, compute))
+  return solve(point(fit_)), [solve(s) for s in samples(fit_)]
 
 
 def optimum_at(fit_: Mapping[str, Any], compute: float, at: Mapping[str, float] | None = None) -> dict[str, Any]:
   """Compute-optimal N*, D* and loss L* at budget `compute`, each with its bootstrap interval."""
   level = fit_.get("level", bootstrap.DEFAULT_LEVEL)
-  k = float(fit_.get("convention", {}).get("flops_per_nd", 6.0))
-  solve = (lambda th: _optimum_theta(fit_, th, compute, k, at or {})) if fit_["approach"] == 3 else (
-      lambda th: _optimum_alloc(fit_, th, compute))
-  point = solve(_point(fit_))
-  draws = [solve(s) for s in _samples(fit_)]
-  return {key: _with_interval([d[i] for d in draws], point[i], level) for i, key in enumerate(("N", "D", "loss"))}
+  point, draws = optimum_draws(fit_, compute, at)
+  return {key: with_interval([d[i] for d in draws], point[i], level) for i, key in enumerate(("N", "D", "loss"))}
 
 
 def _optimum_alloc(fit_: Mapping[str, Any], th: Mapping[str, float], compute: float) -> tuple[float, float, float]:
@@ -129,7 +155,9 @@ def _optimum_theta(fit_: Mapping[str, Any], th: Mapping[str, float], compute: fl
   law = laws.get(fit_["law"])
   if not {"N", "D"} <= set(law.inputs):
     raise UserError(f"law {law.name} is not a law of N and D; it has no compute-optimal allocation")
-  extra = {c: np.float64(at[c]) for c in law.inputs if c not in ("N", "D") and c in at}
+  extra = {c: np.float64(at[c]) for c in law.inputs if c not in ("N", "D", "C") and c in at}
+  if "C" in law.inputs:
+    extra["C"] = np.float64(compute)
   missing = [c for c in law.inputs if c not in ("N", "D") and c not in extra]
   if missing:
     raise UserError(f"law {law.name} needs {', '.join(missing)} for an optimum: pass --at {missing[0]}=VALUE")

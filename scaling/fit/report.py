@@ -57,36 +57,119 @@ def _fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path]) -
           + "".join(_img(f) for f in figures))
 
 
+COLLAPSE_ROWS = 20  # tables longer than this are folded into a <details> element
+
+
+def _collapsed(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], what: str) -> str:
+  """A table, folded under a one-line summary when it has more than COLLAPSE_ROWS rows."""
+  body = _table(rows, columns)
+  if len(rows) <= COLLAPSE_ROWS:
+    return body
+  return f"<details><summary>{len(rows)} {html.escape(what)} (click to show)</summary>{body}</details>"
+
+
 def _has_isoflops(final: pd.DataFrame, tol: float) -> bool:
-  groups = isoflop.group_budgets(final["C"].to_numpy(np.float64), tol)
+  groups = isoflop.budget_ids(final, tol)
   sizes = final.groupby(groups)["N"].nunique()
   return int((sizes >= 3).sum()) >= 2
+
+
+def _convention(convention: Mapping[str, Any]) -> str:
+  """The counting convention of N and C, and why it is the one used."""
+  name = convention.get("name", "as given")
+  why = convention.get("why") or ("a label of the table; N and C are the table's columns "
+                                 f"(N: {convention.get('N', '?')}, C: {convention.get('C', '?')})")
+  return (f"<p><b>counting convention: {html.escape(str(name))}</b> ({html.escape(str(why))}). "
+          f"N = {html.escape(str(convention.get('N', '?')))}, C = {html.escape(str(convention.get('C', '?')))}.</p>")
+
+
+def _budgets_section(final: pd.DataFrame, tol: float) -> str:
+  """Which compute budgets the IsoFLOP analysis found, and how."""
+  found = isoflop.budgets_found(final, tol)
+  how = found[0]["found_by"] if found else "none"
+  return (f"<h2>compute budgets</h2><p>{len(found)} budget(s) found among {len(final)} final points "
+          f"({html.escape(how)}; --budget_tol={tol:g}).</p>"
+          + _collapsed(found, ["C", "points", "sizes", "C_min", "C_max"], "budgets"))
+
+
+def _interval_text(t: Mapping[str, Any]) -> str:
+  """An interval as text, or empty when there is none."""
+  return f"[{_g(t['interval'][0])}, {_g(t['interval'][1])}]" if "interval" in t else ""
+
+
+def _comparison(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Options, inputs: Sequence[str],
+                budgets: Sequence[float], out: Path, main: Mapping[str, Any] | None) -> tuple[str, list[str]]:
+  """The section comparing every applicable law: extrapolations with intervals and, with 2+ budgets, a backtest."""
+  from scaling.fit import select
+  final = load.select(df, "final")
+  names = select.applicable(final)
+  if len(names) < 2:
+    return "", []
+  notes, fits = [], {}
+  for name in names:
+    if main is not None and main.get("law") == name:
+      fits[name] = main
+      continue
+    try:
+      fits[name] = pipeline.run(df, convention, dataclasses.replace(opts, law=name, approach=3, points="final", holdout=None), inputs)
+    except UserError as e:
+      notes.append(f"law comparison: {name} skipped: {e}")
+  rows = []
+  for name, fit_ in fits.items():
+    for c in budgets:
+      t = pipeline.targets(fit_, [c])
+      if t:
+        rows.append({"law": name, "C": c, "L*": t[0]["loss"]["value"], "L* interval": _interval_text(t[0]["loss"]),
+                     "N*": t[0]["N"]["value"], "D*": t[0]["D"]["value"]})
+  section = ("<h2>laws compared</h2><p>Every applicable law fitted to all final points; their compute-optimal loss "
+             "extrapolated to the targets with bootstrap intervals.</p>"
+             + _table(rows, ["law", "C", "L*", "L* interval", "N*", "D*"])
+             + _img(plots.frontier(final.reset_index(drop=True), fits, out / "laws", max(budgets), "laws compared")))
+  if len(np.unique(isoflop.budget_ids(final, opts.budget_tol))) >= 3:
+    try:
+      table, _ = select.backtest(df, convention, dataclasses.replace(opts, bootstrap=0, holdout="largest"), inputs, names)
+      section += ("<p>Backtest: each law fitted without the runs at the largest budget, scored on them "
+                  "(what <code>--law=auto --holdout=largest</code> keeps: the lowest error).</p>"
+                  + _table([{"law": r["law"], "mean |relative error|": f"{r['mean_abs_relative_error']:.3%}",
+                             "AIC": r["aic"], "held-out runs": len(r["held_out"])} for r in table],
+                           ["law", "mean |relative error|", "AIC", "held-out runs"]))
+    except UserError as e:
+      notes.append(f"law comparison: backtest skipped: {e}")
+  return section, notes
 
 
 def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Options, inputs: Sequence[str],
           targets: Sequence[float], law_source: str | None = None) -> str:
   """Runs the fits and returns the report page as one HTML string."""
+  if opts.law == "auto":
+    raise UserError("--law=auto: the report compares every applicable law itself; name the law of its main fit")
   load.require(df, ["N", "D", "C", "loss"], "scaling report")
   final = df[df["final"].astype(bool)]
   budgets = list(targets) or [float(df["C"].max()) * 10, float(df["C"].max()) * 100]
-  sections, predictions, notes = [], [], []
+  sections, predictions, notes, opening = [], [], [], ""
   with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp)
     curves = df.groupby("run").size()
     if (curves >= 2).sum() >= 2:
       sections.append(f"<h2>learning curves</h2>{_img(plots.learning_curves(df, out / 'curves'))}")
     fits = []
+    fit3 = None
     if len(final) >= 2:
       fit3 = pipeline.run(df, convention, dataclasses.replace(opts, approach=3, points="final"), inputs)
       if law_source and fit3.get("law_source") == "decorator":
         fit3["law_source"] = law_source
       figs = [plots.residuals(final.reset_index(drop=True), fit3, out / "residuals")]
       if {"N", "D"} <= set(fit3.get("inputs_used", [])):
-        figs.append(plots.compute_optimal(fit3, out / "optimal3", max(budgets)))
+        figs.append(plots.compute_optimal(fit3, out / "optimal3", max(budgets), final["C"]))
+        opening = (f"<h2>loss against compute</h2><p>Final points and the {html.escape(fit3['law'])} fit's "
+                   f"compute-optimal frontier L*(C), extrapolated to the target C = {_g(max(budgets))} with its "
+                   f"{int(100 * opts.level)}% interval.</p>"
+                   + _img(plots.frontier(final.reset_index(drop=True), {fit3["law"]: fit3}, out / "frontier", max(budgets))))
       fits.append(("approach 3: parametric fit", fit3, figs))
     else:
       notes.append("approach 3 skipped: fewer than 2 finished runs")
     if len(final) and _has_isoflops(final.reset_index(drop=True), opts.budget_tol):
+      sections.insert(0, _budgets_section(final.reset_index(drop=True), opts.budget_tol))
       try:
         fit2 = pipeline.run(df, convention, dataclasses.replace(opts, approach=2, points="final"), inputs)
         figs = [plots.isoflop_curves(final.reset_index(drop=True), fit2["optima"], out / "isoflop", opts.budget_tol,
@@ -99,27 +182,29 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
     if (curves >= 2).sum() >= 2:
       try:
         fit1 = pipeline.run(df, convention, dataclasses.replace(opts, approach=1, points="all"), inputs)
-        fits.append(("approach 1: loss envelope", fit1, [plots.loss_vs_compute(df, fit1, out / "envelope")]))
+        fits.append(("approach 1: loss envelope", fit1, [plots.loss_vs_compute(df, fit1, out / "envelope", max(budgets))]))
       except UserError as e:
         notes.append(f"approach 1 skipped: {e}")
     else:
       notes.append("approach 1 skipped: needs learning curves (2+ checkpoints) of 2+ runs")
     if not fits:
       raise UserError("scaling report: no approach can be fitted to this input (need 2+ finished runs)")
+    if len(final) >= 2:
+      comparison, more = _comparison(df, convention, opts, inputs, budgets, out, fit3)
+      notes += more
+      sections.insert(0, comparison)
     for title, fit_, figs in fits:
       sections.append(_fit_section(title, fit_, figs))
       for t in pipeline.targets(fit_, budgets):
         predictions.append({"approach": fit_["approach"], "C": t["C"], **{
             f"{k}*": t[k]["value"] for k in ("N", "D", "loss")}, **{
-            f"{k}* interval": f"[{_g(t[k]['interval'][0])}, {_g(t[k]['interval'][1])}]" for k in ("N", "D", "loss")
-            if "interval" in t[k]}})
+            f"{k}* interval": _interval_text(t[k]) for k in ("N", "D", "loss") if "interval" in t[k]}})
   runs = (df.sort_values("D").groupby("run").agg(N=("N", "first"), D=("D", "last"), C=("C", "last"),
                                                   loss=("loss", "last"), points=("loss", "size")).reset_index())
-  conv = "; ".join(f"{k}: {v}" for k, v in convention.items())
   return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{_CSS}</style>"
           f"</head><body><h1>scaling-law report</h1><p>inputs: {html.escape(', '.join(map(str, inputs)))}</p>"
-          f"<p>counting convention: {html.escape(conv)}</p>"
+          + _convention(convention) + opening
           + "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in notes)
           + "<h2>predictions</h2>" + _table(predictions, list(dict.fromkeys(k for p in predictions for k in p)))
-          + "".join(sections) + "<h2>runs</h2>" + _table(runs.to_dict("records"), list(runs.columns))
+          + "".join(sections) + "<h2>runs</h2>" + _collapsed(runs.to_dict("records"), list(runs.columns), "runs")
           + "</body></html>")

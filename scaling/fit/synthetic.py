@@ -50,3 +50,40 @@ def learning_curves(p: Mapping[str, float] = EPOCH, sizes: Sequence[float] = (2e
   df = pd.DataFrame(rows)
   df["loss"] = chinchilla_loss(p, df["N"].to_numpy(), df["D"].to_numpy()) * np.exp(rng.normal(0.0, noise, len(df)))
   return df
+
+
+# Gadre et al. 2024-like constants of the over-training law (C = 6 N D), for synthetic ground truth.
+GADRE = {"E": 1.9, "a": 200.0, "b": 1200.0, "eta": 0.16}
+
+
+def overtraining_loss(p: Mapping[str, float], N: np.ndarray, D: np.ndarray, C: np.ndarray) -> np.ndarray:
+  """L = E + (a M^eta + b M^-eta) C^-eta with M = D / N."""
+  M = D / N
+  return p["E"] + (p["a"] * M ** p["eta"] + p["b"] * M ** -p["eta"]) * C ** -p["eta"]
+
+
+def overtraining_sweep(p: Mapping[str, float] = GADRE, sizes: Sequence[float] = (1e7, 3e7, 1e8, 3e8, 1e9),
+                       multipliers: Sequence[float] = (5, 10, 20, 40, 80, 160, 320), noise: float = 0.005,
+                       seed: int = 0) -> pd.DataFrame:
+  """One run per (N, M = D/N) pair, C = 6 N D, loss from the over-training law with log-normal noise."""
+  rng = np.random.default_rng(seed)
+  rows = [{"N": n, "D": m * n, "C": 6.0 * n * m * n} for n in sizes for m in multipliers]
+  df = pd.DataFrame(rows)
+  df["loss"] = overtraining_loss(p, df["N"].to_numpy(), df["D"].to_numpy(), df["C"].to_numpy()) * np.exp(
+      rng.normal(0.0, noise, len(df)))
+  df["run"] = [f"run{i}" for i in range(len(df))]
+  df["final"] = True
+  df["step"] = 0
+  return df
+
+
+def downstream_pairs(law: str, p: Mapping[str, float], losses: np.ndarray, noise: float = 0.003,
+                     seed: int = 0) -> pd.DataFrame:
+  """(loss, error) pairs from a downstream law (`downstream_exp` or `downstream_sigmoid`) with additive noise."""
+  rng = np.random.default_rng(seed)
+  L = np.asarray(losses, np.float64)
+  if law == "downstream_exp":
+    err = p["eps"] - p["k"] * np.exp(-p["gamma"] * L)
+  else:
+    err = p["a"] / (1.0 + np.exp(-p["k"] * (L - p["L0"]))) + p["b"]
+  return pd.DataFrame({"loss": L, "error": err + rng.normal(0.0, noise, len(L)), "run": [f"m{i}" for i in range(len(L))]})
