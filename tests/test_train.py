@@ -42,6 +42,15 @@ def test_same_config_and_seed_give_identical_losses():
   assert not np.array_equal(a, c)
 
 
+def test_mup_runs_are_deterministic_and_differ_from_standard():
+  tcfg = train.TrainConfig(tokens=3 * 8 * 16, global_batch=8, seq_len=16)
+  mup = dataclasses.replace(CFG, parameterization="mup", base_width=16)
+  a, _ = _run(tcfg, _batches(3), cfg=mup)
+  b, _ = _run(tcfg, _batches(3), cfg=mup)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, _run(tcfg, _batches(3))[0])
+
+
 def test_gradient_accumulation_matches_one_big_batch():
   tcfg = train.TrainConfig(tokens=3 * 8 * 16, global_batch=8, seq_len=16)
   full, s1 = _run(tcfg, _batches(3))
