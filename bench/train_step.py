@@ -10,8 +10,10 @@ Our step and a nanodo-style peer (bench/peer_nanodo.py) run alternately and each
 float32 matmul peak is the best reading of probes before, between and after the models, used for all of
 them. Best-of on every side, so a busy machine disturbs each side alike.
 Last line: {"metric": "mfu_20M", "value": ...}.
+`--memory` instead compiles (does not run) the train step of a 32k-vocabulary model at width 512 (batch 8 x
+seq 512) with the loss unchunked and chunked, and prints XLA's temporary-buffer bytes of each.
 
-  python bench/train_step.py [--steps 20] [--scan_layers]
+  python bench/train_step.py [--steps 20] [--scan_layers] [--memory]
 """
 
 from __future__ import annotations
@@ -103,11 +105,32 @@ def time_pair(shape: dict, steps: int, unroll: bool, seq_len: int = 256, batch: 
   }
 
 
+def loss_memory(vocab: int = 32768, width: int = 512, depth: int = 2, batch: int = 8, seq_len: int = 512) -> dict[str, int]:
+  """Temporary bytes of the compiled train step with the loss unchunked (as before) and chunked (automatic)."""
+  out = {}
+  for name, chunks in (("unchunked", 1), ("chunked", None)):
+    cfg = model.ModelConfig(vocab_size=vocab, width=width, depth=depth, heads=width // 64, kv_heads=width // 64,
+                            head_dim=64, mlp_width=4 * width, loss_chunks=chunks)
+    tcfg = train.TrainConfig(tokens=10**9, global_batch=batch, seq_len=seq_len)
+    mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+    compiled = train.compile_train_step(train.build_program(cfg, optim.OptimizerConfig(), tcfg, mesh), tcfg)
+    out[name] = int(compiled.memory_analysis().temp_size_in_bytes)
+  return out
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--scan_layers", action="store_true", help="scan over layers instead of unrolling them")
+  parser.add_argument("--memory", action="store_true", help="only the temporary memory of the loss, unchunked vs chunked")
   args = parser.parse_args()
+  if args.memory:
+    mem = loss_memory()
+    chunks = model.auto_loss_chunks(8, 512, 32768)
+    print(f"train step temp memory, vocab 32768, width 512, batch 8 x seq 512: unchunked {mem['unchunked'] / 2**20:.1f} MiB, "
+          f"chunked ({chunks} chunks) {mem['chunked'] / 2**20:.1f} MiB")
+    print(json.dumps({"metric": "loss_temp_bytes_ratio", "value": round(mem["chunked"] / mem["unchunked"], 4), "bytes": mem}))
+    return
   peaks = [hardware.measure_cpu_peak()]
   timed = {}
   for name, shape in SHAPES.items():

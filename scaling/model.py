@@ -2,13 +2,18 @@
 
 Parameters are float32 and carry logical axis names (see `sharding.LOGICAL_RULES`); the layers are
 stacked along a leading `layers` axis and applied with `nnx.scan`, so compile time does not grow with
-depth. Shape suffixes: B batch, L sequence, D width, H heads, K kv heads, E head dim, F MLP width,
+depth. Two parameterisations: `standard` and `mup` (maximal update, Yang et al. 2022, Tensor Programs V,
+relative to `base_width`: per-layer init scales, Adam learning-rate multipliers, an output multiplier
+and 1/head_dim attention; see docs/model.md). The loss is computed from the final hidden states in
+sequence chunks, so the float32 logits [B, L, V] of a large vocabulary never exist at once.
+Shape suffixes: B batch, L sequence, C chunk, D width, H heads, K kv heads, E head dim, F MLP width,
 V vocabulary, N layers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -24,6 +29,9 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 MLP_KINDS = ("swiglu", "gelu")
+PARAMETERIZATIONS = ("standard", "mup")
+HIDDEN_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")  # both dimensions grow with width
+LOSS_CHUNK_ELEMENTS = 2**24  # automatic loss chunks: at most this many float32 logits (64 MiB) at once
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -48,6 +56,9 @@ class ModelConfig:
   norm_eps: float = 1e-6
   unroll_layers: bool = False  # unrolled layers: exact XLA cost analysis, sometimes faster when shallow
   attention_blocks: int = 1  # >1: causal attention in query blocks that skip keys above the diagonal
+  parameterization: str = "standard"  # 'standard' or 'mup' (relative to base_width)
+  base_width: int | None = None  # mup: the width at which mup equals the standard init and learning rates
+  loss_chunks: int | None = None  # sequence chunks of the loss; None: automatic (LOSS_CHUNK_ELEMENTS)
 
   def __post_init__(self):
     for name in ("vocab_size", "width", "depth", "heads", "kv_heads", "head_dim", "mlp_width"):
@@ -68,10 +79,54 @@ class ModelConfig:
       raise ValueError(f"model.attention_blocks must be a positive integer, got {self.attention_blocks!r}")
     if not self.z_loss >= 0:
       raise ValueError(f"model.z_loss must be >= 0, got {self.z_loss!r}")
+    if self.parameterization not in PARAMETERIZATIONS:
+      raise ValueError(f"model.parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
+    if self.base_width is not None and (not isinstance(self.base_width, int) or isinstance(self.base_width, bool) or self.base_width <= 0):
+      raise ValueError(f"model.base_width must be a positive integer or None, got {self.base_width!r}")
+    if self.parameterization == "mup" and self.base_width is None:
+      raise ValueError("model.parameterization='mup' needs model.base_width (the width its learning rate was tuned at)")
+    if self.parameterization == "mup" and self.tie_embeddings:
+      raise ValueError("model.parameterization='mup' needs untied embeddings (model.tie_embeddings = False)")
+    if self.loss_chunks is not None and (not isinstance(self.loss_chunks, int) or isinstance(self.loss_chunks, bool) or self.loss_chunks < 1):
+      raise ValueError(f"model.loss_chunks must be a positive integer or None (automatic), got {self.loss_chunks!r}")
 
   @property
   def dtype(self):
     return COMPUTE_DTYPES[self.compute_dtype]
+
+  @property
+  def width_multiplier(self) -> float:
+    """width / base_width under mup (1 under standard): the m of the muP scaling rules."""
+    return self.width / self.base_width if self.parameterization == "mup" else 1.0
+
+
+def init_std(cfg: ModelConfig, name: str) -> float | None:
+  """Initial std of a parameter by name (None: ones). mup scales hidden matrices by 1/sqrt(m), so it
+  equals the standard init at base width, and keeps the output layer at its base-width std."""
+  D, m = cfg.width, cfg.width_multiplier
+  if name.endswith("norm"):
+    return None
+  if name == "embed":
+    return 1.0 / math.sqrt(D) if cfg.tie_embeddings else 1.0
+  if name == "unembed":
+    return 1.0 / math.sqrt(D / m)
+  std = cfg.init_std / math.sqrt(m)
+  return std / math.sqrt(2 * cfg.depth) if name in ("wo", "w_down") else std
+
+
+def lr_multiplier(cfg: ModelConfig, name: str) -> float:
+  """Adam learning-rate multiplier of a parameter by name: 1/m for hidden matrices under mup, else 1."""
+  return 1.0 / cfg.width_multiplier if name in HIDDEN_MATRICES else 1.0
+
+
+def output_multiplier(cfg: ModelConfig) -> float:
+  """Factor on the logits: 1/m under mup (the readout multiplier of muP), 1 under standard."""
+  return 1.0 / cfg.width_multiplier
+
+
+def attention_scale(cfg: ModelConfig) -> float | None:
+  """Query-key scale: 1/head_dim under mup, None (jax's 1/sqrt(head_dim)) under standard."""
+  return 1.0 / cfg.head_dim if cfg.parameterization == "mup" else None
 
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], std: float | None) -> nnx.Param:
@@ -105,33 +160,39 @@ def rotary(x_BLHE: jax.Array, sin_cos: tuple[jax.Array, jax.Array]) -> jax.Array
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BLHE.dtype)
 
 
-def project(x_BLI: jax.Array, w: jax.Array) -> jax.Array:
+def project(x_BLI: jax.Array, w: jax.Array, preferred_element_type=None) -> jax.Array:
   """x [B, L, *in] times a weight [*in, *out] -> [B, L, *out], as one 2-D matmul.
 
   Flattening to [B*L, in] x [in, out] is free (contiguous reshapes) and its gradient is two plain
   matmuls; XLA's CPU backend runs the 3-D einsum form's backward about 2x slower (layout copies).
+  `preferred_element_type` sets the accumulation and output dtype (float32 logits from bf16 inputs).
   """
   B, L = x_BLI.shape[:2]
   n_in = math.prod(x_BLI.shape[2:])
-  out = x_BLI.reshape(B * L, n_in) @ w.reshape(n_in, -1)
+  out = jnp.matmul(x_BLI.reshape(B * L, n_in), w.reshape(n_in, -1), preferred_element_type=preferred_element_type)
   return out.reshape(B, L, *w.shape[x_BLI.ndim - 2 :])
 
 
-def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1) -> jax.Array:
+def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1, scale: float | None = None) -> jax.Array:
   """Causal self-attention within segments, via `jax.nn.dot_product_attention`.
 
-  With blocks > 1 (and L divisible by it), query block i attends only to keys [0, (i+1) L/blocks):
-  exact, and (blocks+1)/(2 blocks) of the work, since scores above the diagonal are never computed.
+  With blocks > 1, query block i attends only to keys [0, (i+1) L/blocks): exact, and
+  (blocks+1)/(2 blocks) of the work, since scores above the diagonal are never computed; L must be a
+  multiple of blocks. `scale` multiplies q.k (None: 1/sqrt(head_dim)).
   """
   length = q_BLHE.shape[1]
+  if length % blocks:
+    raise ValueError(f"model.attention_blocks={blocks} does not divide the sequence length {length}")
 
   def same_segment(q_slice: slice, k_end: int):
     if segment_ids_BL is None:
       return None
     return segment_ids_BL[:, None, q_slice, None] == segment_ids_BL[:, None, None, :k_end]
 
-  if blocks == 1 or length % blocks:
-    return jax.nn.dot_product_attention(q_BLHE, k_BLKE, v_BLKE, mask=same_segment(slice(None), length), is_causal=True)
+  if blocks == 1:
+    return jax.nn.dot_product_attention(
+        q_BLHE, k_BLKE, v_BLKE, mask=same_segment(slice(None), length), scale=scale, is_causal=True
+    )
   size = length // blocks
   outs = []
   for i in range(blocks):
@@ -139,7 +200,7 @@ def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1) ->
     mask = (jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :])[None, None]
     if segment_ids_BL is not None:
       mask = mask & same_segment(slice(lo, hi), hi)
-    outs.append(jax.nn.dot_product_attention(q_BLHE[:, lo:hi], k_BLKE[:, :hi], v_BLKE[:, :hi], mask=mask))
+    outs.append(jax.nn.dot_product_attention(q_BLHE[:, lo:hi], k_BLKE[:, :hi], v_BLKE[:, :hi], mask=mask, scale=scale))
   return jnp.concatenate(outs, axis=1)
 
 
@@ -149,17 +210,17 @@ class Block(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     D, H, K, E, F = cfg.width, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_width
-    std, out_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.depth)
+    std = functools.partial(init_std, cfg)
     self.attn_norm = _param(rngs, (D,), ("norm",), None)
-    self.wq = _param(rngs, (D, H, E), ("embed", "heads", "head_dim"), std)
-    self.wk = _param(rngs, (D, K, E), ("embed", "kv_heads", "head_dim"), std)
-    self.wv = _param(rngs, (D, K, E), ("embed", "kv_heads", "head_dim"), std)
-    self.wo = _param(rngs, (H, E, D), ("heads", "head_dim", "embed"), out_std)
+    self.wq = _param(rngs, (D, H, E), ("embed", "heads", "head_dim"), std("wq"))
+    self.wk = _param(rngs, (D, K, E), ("embed", "kv_heads", "head_dim"), std("wk"))
+    self.wv = _param(rngs, (D, K, E), ("embed", "kv_heads", "head_dim"), std("wv"))
+    self.wo = _param(rngs, (H, E, D), ("heads", "head_dim", "embed"), std("wo"))
     self.mlp_norm = _param(rngs, (D,), ("norm",), None)
     if cfg.mlp == "swiglu":
-      self.w_gate = _param(rngs, (D, F), ("embed", "mlp"), std)
-    self.w_up = _param(rngs, (D, F), ("embed", "mlp"), std)
-    self.w_down = _param(rngs, (F, D), ("mlp", "embed"), out_std)
+      self.w_gate = _param(rngs, (D, F), ("embed", "mlp"), std("w_gate"))
+    self.w_up = _param(rngs, (D, F), ("embed", "mlp"), std("w_up"))
+    self.w_down = _param(rngs, (F, D), ("mlp", "embed"), std("w_down"))
 
   def attention(self, x_BLD, sin_cos, segment_ids_BL):
     dt = self.cfg.dtype
@@ -168,7 +229,9 @@ class Block(nnx.Module):
     v_BLKE = project(x_BLD, self.wv[...].astype(dt))
     q_BLHE = constrain(rotary(q_BLHE, sin_cos), ("act_batch", "act_seq", "act_heads", None))
     k_BLKE = constrain(rotary(k_BLKE, sin_cos), ("act_batch", "act_seq", "act_kv_heads", None))
-    out_BLHE = causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, self.cfg.attention_blocks)
+    out_BLHE = causal_attention(
+        q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, self.cfg.attention_blocks, attention_scale(self.cfg)
+    )
     return project(out_BLHE, self.wo[...].astype(dt))
 
   def feed_forward(self, x_BLD):
@@ -197,7 +260,7 @@ class Transformer(nnx.Module):
     V, D = cfg.vocab_size, cfg.width
     # Untied: unit-variance embeddings. Tied: std 1/sqrt(D) so logits start small, and the input
     # lookup is scaled back up by sqrt(D) (as in Gemma) so the residual stream starts at unit scale.
-    self.embed = _param(rngs, (V, D), ("vocab", "embed"), 1.0 / math.sqrt(D) if cfg.tie_embeddings else 1.0)
+    self.embed = _param(rngs, (V, D), ("vocab", "embed"), init_std(cfg, "embed"))
 
     @nnx.split_rngs(splits=cfg.depth)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -207,18 +270,14 @@ class Transformer(nnx.Module):
     self.blocks = make_blocks(rngs)
     self.final_norm = _param(rngs, (D,), ("norm",), None)
     if not cfg.tie_embeddings:
-      self.unembed = _param(rngs, (D, V), ("embed", "vocab"), 1.0 / math.sqrt(D))
+      self.unembed = _param(rngs, (D, V), ("embed", "vocab"), init_std(cfg, "unembed"))
 
-  def __call__(self, inputs_BL, positions_BL=None, segment_ids_BL=None) -> jax.Array:
-    """Returns float32 logits [B, L, V]; tokens attend only to earlier tokens of their own segment."""
+  def hidden(self, inputs_BL, positions_BL=None, segment_ids_BL=None) -> jax.Array:
+    """Final normed hidden states [B, L, D] in the compute dtype; tokens see only earlier tokens of their segment."""
     cfg = self.cfg
     if positions_BL is None:
       positions_BL = jnp.broadcast_to(jnp.arange(inputs_BL.shape[1]), inputs_BL.shape)
-    x_BLD = jnp.take(self.embed[...], inputs_BL, axis=0)
-    if cfg.tie_embeddings:
-      x_BLD = x_BLD * math.sqrt(cfg.width)
-    x_BLD = x_BLD.astype(cfg.dtype)
-    x_BLD = constrain(x_BLD, ("act_batch", "act_seq", "act_embed"))
+    x_BLD = self.embedding(inputs_BL)
 
     policy = REMAT_POLICIES[cfg.remat]
     sin_cos = rotary_angles(positions_BL, cfg.head_dim, cfg.rope_theta)
@@ -230,12 +289,41 @@ class Transformer(nnx.Module):
     def run_layers(x, blk):
       return apply(blk, x)
 
-    x_BLD = rms_norm(run_layers(x_BLD, self.blocks), self.final_norm[...], cfg.norm_eps)
+    return rms_norm(run_layers(x_BLD, self.blocks), self.final_norm[...], cfg.norm_eps)
+
+  def embedding(self, inputs_BL) -> jax.Array:
+    """The input embedding [B, L, D] in the compute dtype (scaled by sqrt(D) when tied)."""
+    cfg = self.cfg
+    x_BLD = jnp.take(self.embed[...], inputs_BL, axis=0)
     if cfg.tie_embeddings:
-      logits_BLV = project(x_BLD, self.embed[...].astype(cfg.dtype).T)
-    else:
-      logits_BLV = project(x_BLD, self.unembed[...].astype(cfg.dtype))
-    return constrain(logits_BLV.astype(jnp.float32), ("act_batch", "act_seq", "act_vocab"))
+      x_BLD = x_BLD * math.sqrt(cfg.width)
+    return constrain(x_BLD.astype(cfg.dtype), ("act_batch", "act_seq", "act_embed"))
+
+  def output_matrix(self) -> jax.Array:
+    """The output layer [D, V] in the compute dtype (the embedding table transposed when tied)."""
+    w_DV = self.embed[...].T if self.cfg.tie_embeddings else self.unembed[...]
+    return w_DV.astype(self.cfg.dtype)
+
+  def __call__(self, inputs_BL, positions_BL=None, segment_ids_BL=None) -> jax.Array:
+    """Returns float32 logits [B, L, V] (whole; training uses `loss_sums`, which never holds them all)."""
+    x_BLD = self.hidden(inputs_BL, positions_BL, segment_ids_BL)
+    return unembed_logits(x_BLD, self.output_matrix(), output_multiplier(self.cfg))
+
+  def loss_sums(self, inputs_BL, targets_BL, weights_BL, positions_BL=None, segment_ids_BL=None, z_loss: float = 0.0):
+    """(summed nll, summed z-loss, summed weight) of next-token prediction, the logits chunked over L."""
+    x_BLD = self.hidden(inputs_BL, positions_BL, segment_ids_BL)
+    chunks = self.cfg.loss_chunks or auto_loss_chunks(*targets_BL.shape, self.cfg.vocab_size)
+    return chunked_cross_entropy(
+        x_BLD, self.output_matrix(), targets_BL, weights_BL, z_loss, chunks, output_multiplier(self.cfg)
+    )
+
+
+def unembed_logits(x_BLD: jax.Array, w_DV: jax.Array, multiplier: float = 1.0) -> jax.Array:
+  """float32 logits of hidden states: the matmul accumulates and returns float32 (no bf16 rounding)."""
+  logits_BLV = project(x_BLD, w_DV, preferred_element_type=jnp.float32)
+  if multiplier != 1.0:
+    logits_BLV = logits_BLV * multiplier
+  return constrain(logits_BLV, ("act_batch", "act_seq", "act_vocab"))
 
 
 def cross_entropy(logits_BLV, targets_BL, weights_BL, z_loss: float = 0.0):
@@ -247,6 +335,58 @@ def cross_entropy(logits_BLV, targets_BL, weights_BL, z_loss: float = 0.0):
   nll_sum = jnp.sum(nll_BL * weights_BL)
   z_sum = jnp.sum(z_loss * jnp.square(lse_BL) * weights_BL)
   return nll_sum, z_sum, jnp.sum(weights_BL)
+
+
+def auto_loss_chunks(batch: int, length: int, vocab: int, max_elements: int = LOSS_CHUNK_ELEMENTS) -> int:
+  """The fewest sequence chunks (a divisor of length) whose logits [B, L/chunks, V] fit in max_elements."""
+  for chunks in range(1, length + 1):
+    if length % chunks == 0 and batch * (length // chunks) * vocab <= max_elements:
+      return chunks
+  return length
+
+
+def chunked_cross_entropy(x_BLD, w_DV, targets_BL, weights_BL, z_loss: float, chunks: int, multiplier: float = 1.0):
+  """`cross_entropy` of `unembed_logits`, one sequence chunk at a time.
+
+  Each chunk's logits are rematerialised in the backward pass (`jax.checkpoint`), so neither pass holds
+  more than [B, L/chunks, V] float32 logits; chunks=1 is the plain unchunked loss.
+  """
+  if chunks == 1:
+    return cross_entropy(unembed_logits(x_BLD, w_DV, multiplier), targets_BL, weights_BL, z_loss)
+  B, L, D = x_BLD.shape
+  if L % chunks:
+    raise ValueError(f"model.loss_chunks={chunks} does not divide the sequence length {L}")
+
+  def split(a):
+    return a.reshape(B, chunks, L // chunks, *a.shape[2:]).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def one_chunk(w, x_BCD, t_BC, m_BC):
+    return cross_entropy(unembed_logits(x_BCD, w, multiplier), t_BC, m_BC, z_loss)
+
+  sums = jax.lax.map(lambda xs: one_chunk(w_DV, *xs), (split(x_BLD), split(targets_BL), split(weights_BL)))
+  return tuple(jnp.sum(s) for s in sums)
+
+
+def activation_rms(model: Transformer, inputs_BL) -> dict[str, jax.Array]:
+  """RMS of the embedding output, every block's attention and MLP outputs and the logits (coordinate checks)."""
+  cfg = model.cfg
+  positions_BL = jnp.broadcast_to(jnp.arange(inputs_BL.shape[1]), inputs_BL.shape)
+  sin_cos = rotary_angles(positions_BL, cfg.head_dim, cfg.rope_theta)
+  rms = lambda a: jnp.sqrt(jnp.mean(jnp.square(a.astype(jnp.float32))))
+  x_BLD = model.embedding(inputs_BL)
+  out = {"embedding": rms(x_BLD)}
+  graphdef, stacked = nnx.split(model.blocks)
+  for i in range(cfg.depth):
+    blk = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], stacked))
+    attn_BLD = blk.attention(rms_norm(x_BLD, blk.attn_norm[...], cfg.norm_eps), sin_cos, None)
+    x_BLD = x_BLD + attn_BLD
+    mlp_BLD = blk.feed_forward(rms_norm(x_BLD, blk.mlp_norm[...], cfg.norm_eps))
+    x_BLD = x_BLD + mlp_BLD
+    out[f"block{i}_attention"], out[f"block{i}_mlp"] = rms(attn_BLD), rms(mlp_BLD)
+  x_BLD = rms_norm(x_BLD, model.final_norm[...], cfg.norm_eps)
+  out["logits"] = rms(unembed_logits(x_BLD, model.output_matrix(), output_multiplier(cfg)))
+  return out
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:

@@ -1,16 +1,21 @@
-"""AdamW with a learning-rate schedule, global-norm clipping and a weight-decay mask.
+"""AdamW with a learning-rate schedule, global-norm clipping, a weight-decay mask and per-parameter LR multipliers.
 
 Schedules: `cosine` (linear warmup, cosine decay to `final_lr_fraction`), `wsd` (warmup, constant,
 then a linear cooldown over the last `cooldown_fraction` of steps to `final_lr_fraction`) and
-`constant` (warmup, then constant).
+`constant` (warmup, then constant). Warmup takes step s (0-based) to peak * (s + 1) / warmup, so no
+step has a zero learning rate; the decaying schedules reach exactly final_lr_fraction * peak at the
+last step (steps - 1). `warmup_steps` fixes the warmup in steps, so runs of different lengths share it
+(a WSD cooldown branched from a long constant run then equals a run trained straight through).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import gin
 import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -29,6 +34,7 @@ class OptimizerConfig:
   eps: float = 1e-8
   weight_decay: float = 0.1
   clip_norm: float = 1.0
+  warmup_steps: int | None = None  # overrides warmup_fraction when set
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -41,6 +47,15 @@ class OptimizerConfig:
       value = getattr(self, name)
       if not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"optimizer.{name} must be a number >= 0, got {value!r}")
+    if self.warmup_steps is not None and (
+        not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0
+    ):
+      raise ValueError(f"optimizer.warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}")
+
+  def warmup_for(self, steps: int) -> int:
+    """Warmup steps of a run of `steps` steps: `warmup_steps` if set, else the rounded fraction."""
+    warmup = self.warmup_steps if self.warmup_steps is not None else int(round(self.warmup_fraction * steps))
+    return min(warmup, steps)
 
 
 @gin.configurable("optimizer")
@@ -54,29 +69,37 @@ def optimizer_config(
     eps: float = 1e-8,
     weight_decay: float = 0.1,
     clip_norm: float = 1.0,
+    warmup_steps: int | None = None,
 ) -> OptimizerConfig:
   """The gin knobs `optimizer.*` (explicit, so the operative config records every value)."""
-  return OptimizerConfig(schedule, warmup_fraction, final_lr_fraction, cooldown_fraction, b1, b2, eps, weight_decay, clip_norm)
+  return OptimizerConfig(
+      schedule, warmup_fraction, final_lr_fraction, cooldown_fraction, b1, b2, eps, weight_decay, clip_norm, warmup_steps
+  )
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, peak_lr: float, steps: int) -> optax.Schedule:
   """The learning rate at each step (0-based) for a run of `steps` optimizer steps."""
-  warmup = int(round(cfg.warmup_fraction * steps))
+  warmup = cfg.warmup_for(steps)
   final = peak_lr * cfg.final_lr_fraction
-  warm = optax.linear_schedule(0.0, peak_lr, max(warmup, 1))
-  if cfg.schedule == "cosine":
-    rest = optax.cosine_decay_schedule(peak_lr, max(steps - warmup, 1), alpha=cfg.final_lr_fraction)
-  elif cfg.schedule == "wsd":
-    cooldown = max(int(round(cfg.cooldown_fraction * steps)), 1)
-    stable = max(steps - warmup - cooldown, 0)
-    rest = optax.join_schedules(
-        [optax.constant_schedule(peak_lr), optax.linear_schedule(peak_lr, final, cooldown)], [stable]
-    )
-  else:
-    rest = optax.constant_schedule(peak_lr)
-  if warmup == 0:
-    return rest
-  return optax.join_schedules([warm, rest], [warmup])
+  last = steps - 1
+  # The decay runs from the last warmup step (at peak) to the last step (at final).
+  decay_start = max(warmup - 1, 0)
+  if cfg.schedule == "wsd":
+    decay_start = max(last - max(int(round(cfg.cooldown_fraction * steps)), 1), decay_start)
+
+  def schedule(step):
+    s = jnp.asarray(step, jnp.float32)
+    warm = peak_lr * (s + 1) / max(warmup, 1)
+    t = jnp.clip((s - decay_start) / max(last - decay_start, 1), 0.0, 1.0)
+    if cfg.schedule == "cosine":
+      rest = final + (peak_lr - final) * 0.5 * (1 + jnp.cos(jnp.pi * t))
+    elif cfg.schedule == "wsd":
+      rest = peak_lr + (final - peak_lr) * t
+    else:
+      rest = jnp.full_like(s, peak_lr)
+    return jnp.where(s < warmup, warm, rest)
+
+  return schedule
 
 
 def decay_mask(params):
@@ -89,10 +112,41 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(cfg: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """Global-norm clipping followed by AdamW with the decay mask."""
+def leaf_name(path) -> str:
+  """The last name on a parameter's tree path ('wq', 'embed', 'final_norm', ...)."""
+  names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+  names = [n for n in names if n not in ("value", "raw_value")]
+  return names[-1] if names else ""
+
+
+def scale_by_lr_multipliers(multiplier: Callable[[str], float], names: Sequence[str]) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by multiplier(its name), via optax.partition over labels.
+
+  `names` lists every parameter name; the label of a parameter is its multiplier. After AdamW this
+  scales the learning rate and the decoupled weight decay of that parameter alike.
+  """
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: repr(multiplier(leaf_name(path))), params)
+
+  values = sorted({repr(multiplier(n)) for n in names})
+  return optax.partition({label: optax.scale(float(label)) for label in values}, labels)
+
+
+def make_optimizer(
+    cfg: OptimizerConfig,
+    schedule: optax.Schedule,
+    lr_multiplier: Callable[[str], float] | None = None,
+    param_names: Sequence[str] = (),
+) -> optax.GradientTransformation:
+  """Global-norm clipping, AdamW with the decay mask, then per-parameter LR multipliers (muP) if given.
+
+  `lr_multiplier` maps a parameter name (one of `param_names`) to its learning-rate multiplier.
+  """
   parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
   parts.append(
       optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
   )
+  if lr_multiplier is not None:
+    parts.append(scale_by_lr_multipliers(lr_multiplier, param_names))
   return optax.chain(*parts)

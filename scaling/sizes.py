@@ -28,6 +28,10 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+MAX_PARAMS_MISS = 0.25  # model.params is rejected when the nearest shape misses it by more than this
+SHAPE_KNOBS = ("width", "depth", "heads", "kv_heads", "mlp_width")
+
+
 def decode_size(name: str) -> tuple[int, int, int, int]:
   """(width, depth, heads, mlp_width) for a size name of the table."""
   if name not in SIZES:
@@ -71,6 +75,7 @@ def shape_for_params(
   if not target > 0:
     raise ValueError(f"model.params must be positive, got {target!r}")
   best = None
+  reach = [math.inf, 0]
   for depth in range(1, 129):
     for heads in range(kv_ratio, 257, kv_ratio):
       width = heads * head_dim
@@ -78,11 +83,20 @@ def shape_for_params(
       if not min_aspect <= aspect <= max_aspect:
         continue
       n = non_embedding_params(width, depth, head_dim, mlp_ratio, mlp, kv_ratio)
+      reach = [min(reach[0], n), max(reach[1], n)]
       key = (round(abs(math.log(n / target)), 2), abs(math.log(aspect / preferred_aspect)))
       if best is None or key < best[0]:
         best = (key, (width, depth, heads, mlp_width_for(width, mlp_ratio)))
   if best is None:
     raise ValueError(f"no shape with head_dim={head_dim} and aspect in [{min_aspect}, {max_aspect}] fits {target:g}")
+  width, depth, _, _ = best[1]
+  n = non_embedding_params(width, depth, head_dim, mlp_ratio, mlp, kv_ratio)
+  if abs(math.log(n / target)) > math.log(1 + MAX_PARAMS_MISS):
+    raise ValueError(
+        f"model.params={target:g} is out of reach of the shape rule (head_dim={head_dim}): its nearest shape has "
+        f"{n:,} non-embedding parameters (more than {MAX_PARAMS_MISS:.0%} off); its shapes span "
+        f"{reach[0]:.3g} to {reach[1]:.3g}, sparsely at the small end (a smaller model.head_dim reaches lower)"
+    )
   return best[1]
 
 
@@ -107,14 +121,24 @@ def model_config(
     init_std: float = 0.02,
     unroll_layers: bool = False,
     attention_blocks: int = 1,
+    parameterization: str = "standard",
+    base_width: int | None = None,
+    loss_chunks: int | None = None,
 ) -> ModelConfig:
   """The gin knobs of the model: a size name, a target non-embedding count, or an explicit shape.
 
   `model.size = 's'` reads the table; `model.params = 3e5` applies `shape_for_params`; explicit
-  width/depth/heads/mlp_width override either. `vocab_size` comes from the tokenizer, not from gin.
+  width/depth/heads/kv_heads/mlp_width override a size (but not `params`, which picks them all).
+  `parameterization = 'mup'` with `base_width` makes the learning rate transfer across widths;
+  `loss_chunks` splits the loss over the sequence (None: automatic). `vocab_size` comes from the
+  tokenizer, not from gin.
   """
   if size is not None and params is not None:
     raise ValueError("set model.size or model.params, not both")
+  if params is not None:
+    explicit = [k for k, v in dict(width=width, depth=depth, heads=heads, kv_heads=kv_heads, mlp_width=mlp_width).items() if v is not None]
+    if explicit:
+      raise ValueError(f"model.params picks the whole shape: do not also set model.{explicit[0]} (use explicit knobs alone)")
   base: dict = {}
   if size is not None:
     base = dict(zip(("width", "depth", "heads", "mlp_width"), decode_size(size)))
@@ -149,5 +173,8 @@ def model_config(
       init_std=init_std,
       unroll_layers=unroll_layers,
       attention_blocks=attention_blocks,
+      parameterization=parameterization,
+      base_width=base_width,
+      loss_chunks=loss_chunks,
       **shape,
   )

@@ -22,8 +22,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scaling import flops, sharding
 from scaling.data.pipeline import plan_steps
-from scaling.model import ModelConfig, Transformer, cross_entropy, param_counts, tree_param_counts
-from scaling.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+from scaling.model import ModelConfig, Transformer, lr_multiplier, param_counts, tree_param_counts
+from scaling.optim import OptimizerConfig, leaf_name, learning_rate_schedule, make_optimizer
 
 BATCH_KEYS = {
     "inputs": np.int32,
@@ -132,13 +132,21 @@ def _replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def _lr_multipliers(model_cfg: ModelConfig, params) -> tuple:
+  """(multiplier by parameter name, the names) for `make_optimizer` under mup; () under standard."""
+  if model_cfg.parameterization != "mup":
+    return ()
+  names = sorted({leaf_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)})
+  return functools.partial(lr_multiplier, model_cfg), names
+
+
 def build_program(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: TrainConfig, mesh: Mesh) -> Program:
   """Abstract model and optimizer state with their shardings; nothing is materialised."""
   abstract_model = nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0)))
   graphdef, abstract_params = nnx.split(abstract_model)
   param_shardings = sharding.state_shardings(abstract_params, mesh)
   schedule = learning_rate_schedule(opt_cfg, train_cfg.learning_rate, train_cfg.steps)
-  optimizer = make_optimizer(opt_cfg, schedule)
+  optimizer = make_optimizer(opt_cfg, schedule, *_lr_multipliers(model_cfg, abstract_params))
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   opt_shardings = optax.tree_map_params(
       optimizer,
@@ -167,8 +175,9 @@ def init_state(program: Program, seed: int) -> TrainState:
 def loss_fn(params, graphdef, model_cfg: ModelConfig, batch: dict, weight_total):
   """Mean next-token loss (plus z-loss) of a (micro)batch, normalised by the whole batch's weight."""
   model = nnx.merge(graphdef, params)
-  logits_BLV = model(batch["inputs"], batch["positions"], batch["segment_ids"])
-  nll, z, _ = cross_entropy(logits_BLV, batch["targets"], batch["weights"], model_cfg.z_loss)
+  nll, z, _ = model.loss_sums(
+      batch["inputs"], batch["targets"], batch["weights"], batch["positions"], batch["segment_ids"], model_cfg.z_loss
+  )
   return (nll + z) / weight_total, nll
 
 
@@ -205,8 +214,7 @@ def make_eval_step(program: Program):
 
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
-    logits_BLV = model(batch["inputs"], batch["positions"], batch["segment_ids"])
-    nll, _, weight = cross_entropy(logits_BLV, batch["targets"], batch["weights"])
+    nll, _, weight = model.loss_sums(batch["inputs"], batch["targets"], batch["weights"], batch["positions"], batch["segment_ids"])
     return {"nll": nll, "weight": weight, "bytes": jnp.sum(batch["bytes"] * batch["weights"])}
 
   return eval_step

@@ -1,4 +1,5 @@
-"""Tests of the Transformer: causality, segment isolation, GQA, remat and the closed-form parameter count."""
+"""Tests of the Transformer: causality, segment isolation, GQA, remat, the chunked float32 loss, the mup
+parameterisation's init scales and multipliers, and the closed-form parameter count."""
 
 import dataclasses
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scaling import model as model_lib
 from scaling.model import ModelConfig, Transformer, cross_entropy, param_counts, tree_param_counts
 
 BASE = ModelConfig(vocab_size=64, width=32, depth=2, heads=4, kv_heads=2, head_dim=8, mlp_width=64)
@@ -47,8 +49,7 @@ def test_remat_unroll_and_attention_blocks_do_not_change_the_function(rng):
   pos = jnp.asarray(np.array([list(range(5)) + list(range(11)), list(range(12)) + list(range(4))]))
   ref = _logits(BASE, inputs)
   ref_seg = _logits(BASE, inputs, positions_BL=pos, segment_ids_BL=seg)
-  variants = [dict(remat="full"), dict(unroll_layers=True), dict(attention_blocks=2), dict(attention_blocks=4),
-              dict(attention_blocks=3)]  # 3 does not divide 16: falls back to one block
+  variants = [dict(remat="full"), dict(unroll_layers=True), dict(attention_blocks=2), dict(attention_blocks=4)]
   for kw in variants:
     cfg = dataclasses.replace(BASE, **kw)
     np.testing.assert_allclose(_logits(cfg, inputs), ref, rtol=1e-5, atol=1e-5, err_msg=str(kw))
@@ -93,3 +94,126 @@ def test_invalid_config_names_the_knob():
     dataclasses.replace(BASE, heads=6, kv_heads=4)
   with pytest.raises(ValueError, match="model.width must be a positive integer"):
     dataclasses.replace(BASE, width=-3)
+
+
+def test_attention_blocks_that_do_not_divide_the_sequence_raise(rng):
+  cfg = dataclasses.replace(BASE, attention_blocks=3)
+  with pytest.raises(ValueError, match="model.attention_blocks=3 does not divide the sequence length 16"):
+    _logits(cfg, rng.integers(0, 64, (2, 16)))
+
+
+def _loss_and_grads(cfg, batch, z_loss=1e-3):
+  model = Transformer(cfg, nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+
+  def loss(p):
+    nll, z, w = nnx.merge(graphdef, p).loss_sums(
+        batch["inputs"], batch["targets"], batch["weights"], batch["positions"], batch["segment_ids"], z_loss
+    )
+    return (nll + z) / w
+
+  return jax.value_and_grad(loss)(params)
+
+
+def test_chunked_loss_and_gradients_equal_the_unchunked(rng):
+  from conftest import random_batch
+
+  batch = {k: jnp.asarray(v) for k, v in random_batch(rng, 2, 16, BASE.vocab_size, segments=True).items()}
+  batch["weights"] = batch["weights"].at[0, :5].set(0.0)
+  ref_loss, ref_grads = _loss_and_grads(dataclasses.replace(BASE, loss_chunks=1), batch)
+  model = Transformer(BASE, nnx.Rngs(0))
+  logits = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+  nll, z, w = cross_entropy(logits, batch["targets"], batch["weights"], 1e-3)
+  np.testing.assert_allclose(float(ref_loss), float((nll + z) / w), rtol=1e-6)
+  for chunks in (2, 4, 16):
+    loss, grads = _loss_and_grads(dataclasses.replace(BASE, loss_chunks=chunks), batch)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads)
+
+
+def test_automatic_loss_chunks_bound_the_logits_of_a_large_vocabulary():
+  assert model_lib.auto_loss_chunks(8, 256, 258) == 1  # small vocabularies stay unchunked
+  chunks = model_lib.auto_loss_chunks(8, 512, 32768)
+  assert 512 % chunks == 0 and 8 * (512 // chunks) * 32768 <= model_lib.LOSS_CHUNK_ELEMENTS
+  assert model_lib.auto_loss_chunks(8, 512, 32768, max_elements=8 * (512 // (chunks // 2)) * 32768 - 1) == chunks
+
+
+def test_bfloat16_logits_accumulate_in_float32(rng):
+  cfg = dataclasses.replace(BASE, vocab_size=4096, compute_dtype="bfloat16")
+  model = Transformer(cfg, nnx.Rngs(0))
+  inputs = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 16)))
+  targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 16)))
+  weights = jnp.ones((2, 16))
+  x_BLD = model.hidden(inputs) * 8  # large logits make bf16 rounding visible
+  w_DV = model.output_matrix()
+  exact = cross_entropy(jnp.einsum("bld,dv->blv", x_BLD.astype(jnp.float32), w_DV.astype(jnp.float32)), targets, weights)[0]
+  ours = model_lib.chunked_cross_entropy(x_BLD, w_DV, targets, weights, 0.0, 1)[0]
+  old = cross_entropy(model_lib.project(x_BLD, w_DV).astype(jnp.float32), targets, weights)[0]
+  assert model_lib.unembed_logits(x_BLD, w_DV).dtype == jnp.float32
+  assert abs(float(ours - exact)) < 0.1 * abs(float(old - exact))
+
+
+MUP = dataclasses.replace(BASE, parameterization="mup", base_width=32)
+
+
+def _params(cfg):
+  return nnx.state(Transformer(cfg, nnx.Rngs(0)), nnx.Param)
+
+
+def test_mup_at_base_width_initialises_exactly_like_standard():
+  jax.tree.map(np.testing.assert_array_equal, _params(MUP), _params(BASE))
+
+
+def test_mup_init_scales_follow_the_width_multiplier():
+  wide = dataclasses.replace(MUP, width=128, heads=16, kv_heads=8, mlp_width=256)  # m = 4
+  std = {name: model_lib.init_std(wide, name) for name in ("wq", "w_up", "wo", "w_down", "embed", "unembed", "final_norm")}
+  assert std["wq"] == pytest.approx(BASE.init_std / 2) and std["w_up"] == pytest.approx(BASE.init_std / 2)
+  assert std["wo"] == pytest.approx(BASE.init_std / 2 / np.sqrt(2 * BASE.depth)) == std["w_down"]
+  assert std["embed"] == 1.0 and std["final_norm"] is None
+  assert std["unembed"] == pytest.approx(1 / np.sqrt(32))  # the base width's std, at every width
+  params = _params(wide)
+  sample_std = float(np.std(np.asarray(params["blocks"]["w_up"][...])))
+  assert sample_std == pytest.approx(BASE.init_std / 2 * 0.88, rel=0.05)  # truncated at 2 sigma: std x 0.88
+  standard_wide = dataclasses.replace(wide, parameterization="standard")
+  assert model_lib.init_std(standard_wide, "wq") == BASE.init_std
+  assert model_lib.init_std(standard_wide, "unembed") == pytest.approx(1 / np.sqrt(128))
+
+
+def test_mup_multipliers():
+  wide = dataclasses.replace(MUP, width=128, heads=16, kv_heads=8, mlp_width=256)
+  assert wide.width_multiplier == 4.0
+  for name in model_lib.HIDDEN_MATRICES:
+    assert model_lib.lr_multiplier(wide, name) == 0.25
+    assert model_lib.lr_multiplier(BASE, name) == 1.0
+  for name in ("embed", "unembed", "attn_norm", "mlp_norm", "final_norm"):
+    assert model_lib.lr_multiplier(wide, name) == 1.0
+  assert model_lib.output_multiplier(wide) == 0.25 and model_lib.output_multiplier(BASE) == 1.0
+  assert model_lib.attention_scale(wide) == 1 / wide.head_dim and model_lib.attention_scale(BASE) is None
+
+
+def test_mup_output_multiplier_and_attention_scale_reach_the_logits(rng):
+  inputs = rng.integers(0, 64, (2, 16))
+  model = Transformer(MUP, nnx.Rngs(0))
+  x_BLD = model.hidden(jnp.asarray(inputs))
+  np.testing.assert_allclose(_logits(MUP, inputs), np.asarray(x_BLD @ model.unembed[...]), rtol=1e-5, atol=1e-5)
+  wide = dataclasses.replace(MUP, base_width=16)  # m = 2: same init draws (hidden std / sqrt 2), logits halved
+  wide_model = Transformer(wide, nnx.Rngs(0))
+  np.testing.assert_allclose(
+      _logits(wide, inputs), 0.5 * np.asarray(wide_model.hidden(jnp.asarray(inputs)) @ wide_model.unembed[...]), rtol=1e-5, atol=1e-5
+  )
+  standard_scale = dataclasses.replace(BASE, init_std=0.5)
+  mup_scale = dataclasses.replace(MUP, init_std=0.5)
+  assert not np.allclose(_logits(standard_scale, inputs), _logits(mup_scale, inputs), atol=1e-3)  # 1/E vs 1/sqrt(E)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [(dict(parameterization="mu"), "model.parameterization must be one of"),
+     (dict(parameterization="mup"), "needs model.base_width"),
+     (dict(parameterization="mup", base_width=16, tie_embeddings=True), "untied embeddings"),
+     (dict(base_width=0), "model.base_width must be a positive integer"),
+     (dict(loss_chunks=0), "model.loss_chunks must be a positive integer")],
+)
+def test_bad_parameterization_knobs_are_named(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(BASE, **kwargs)

@@ -37,8 +37,20 @@ def test_explicit_knobs_override_the_table():
         (dict(params=-5.0), "model.params must be a positive number"),
         (dict(width=64), "model.depth"),
         (dict(width=100, depth=2, heads=3), "not divisible by model.heads"),
+        (dict(params=100), r"model.params=100 is out of reach .* nearest shape has 65,728 .* span 6.57e\+04 to 5.5e\+11"),
+        (dict(params=1e14), r"model.params=1e\+14 is out of reach"),
+        (dict(params=1e6, kv_heads=2), "model.params picks the whole shape: do not also set model.kv_heads"),
+        (dict(params=1e6, width=256), "do not also set model.width"),
+        (dict(params=1e6, depth=3), "do not also set model.depth"),
+        (dict(size="s", parameterization="mup"), "needs model.base_width"),
     ],
 )
 def test_bad_model_knobs_are_named(kwargs, message):
   with pytest.raises(ValueError, match=message):
     sizes.model_config(vocab_size=258, **kwargs)
+
+
+def test_parameterization_knobs_reach_the_model_config():
+  cfg = sizes.model_config(vocab_size=258, size="mini", parameterization="mup", base_width=128, loss_chunks=4)
+  assert (cfg.parameterization, cfg.base_width, cfg.loss_chunks, cfg.width_multiplier) == ("mup", 128, 4, 2.0)
+  assert sizes.model_config(vocab_size=258, size="mini").parameterization == "standard"

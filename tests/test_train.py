@@ -1,14 +1,16 @@
-"""Tests of the train step: determinism, gradient accumulation, and learning on a learnable stream."""
+"""Tests of the train step: determinism, gradient accumulation, learning on a learnable stream, and the mup coordinate check."""
 
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import random_batch
 from scaling import sharding, train
-from scaling.model import ModelConfig
+from scaling.model import ModelConfig, activation_rms
 from scaling.optim import OptimizerConfig
 
 CFG = ModelConfig(vocab_size=32, width=32, depth=2, heads=2, kv_heads=2, head_dim=16, mlp_width=64)
@@ -38,6 +40,15 @@ def test_same_config_and_seed_give_identical_losses():
   np.testing.assert_array_equal(a, b)
   c, _ = _run(dataclasses.replace(tcfg, seed=1), _batches(4))
   assert not np.array_equal(a, c)
+
+
+def test_mup_runs_are_deterministic_and_differ_from_standard():
+  tcfg = train.TrainConfig(tokens=3 * 8 * 16, global_batch=8, seq_len=16)
+  mup = dataclasses.replace(CFG, parameterization="mup", base_width=16)
+  a, _ = _run(tcfg, _batches(3), cfg=mup)
+  b, _ = _run(tcfg, _batches(3), cfg=mup)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, _run(tcfg, _batches(3))[0])
 
 
 def test_gradient_accumulation_matches_one_big_batch():
@@ -72,3 +83,31 @@ def test_steps_cover_the_budget_within_one_batch():
 def test_bad_train_knobs_are_named(kwargs, message):
   with pytest.raises(ValueError, match=message):
     train.TrainConfig(**kwargs)
+
+
+def _activations_after_training(width: int, parameterization: str, steps: int = 10) -> dict[str, float]:
+  """Per-layer activation RMS after `steps` Adam steps on a copy-the-previous-token stream (a coordinate check)."""
+  cfg = ModelConfig(vocab_size=64, width=width, depth=2, heads=width // 16, kv_heads=width // 16, head_dim=16,
+                    mlp_width=4 * width, mlp="gelu", parameterization=parameterization, base_width=64)
+  opt = OptimizerConfig(schedule="constant", warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0)
+  tcfg = train.TrainConfig(tokens=steps * 2 * 16, global_batch=2, seq_len=16, learning_rate=1e-2)
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  program = train.build_program(cfg, opt, tcfg, mesh)
+  state, step = train.init_state(program, 0), train.compile_train_step(program, tcfg)
+  rng = np.random.default_rng(0)
+  for _ in range(steps):
+    b = random_batch(rng, 2, 16, cfg.vocab_size)
+    b["targets"] = np.roll(b["inputs"], 1, axis=1)
+    state, _ = step(state, sharding.global_batch(b, mesh))
+  return {k: float(v) for k, v in activation_rms(nnx.merge(program.graphdef, state.params), jnp.asarray(b["inputs"])).items()}
+
+
+def test_mup_coordinate_check_activations_stay_put_across_width_while_standard_grows():
+  for parameterization, widths in (("mup", (128, 256, 512)), ("standard", (128, 512))):
+    runs = [_activations_after_training(w, parameterization) for w in widths]
+    spread = {k: max(r[k] for r in runs) / min(r[k] for r in runs) for k in runs[0]}
+    if parameterization == "mup":
+      assert all(s < 1.5 for s in spread.values()), spread
+    else:
+      assert all(spread[k] > 3 for k in spread if k.startswith("block")), spread
+      assert all(runs[-1][k] > runs[0][k] for k in spread if k.startswith("block")), spread
