@@ -252,11 +252,11 @@ class _Session:
     return 0, init_state(self.program, self.train.seed), checkpoint.Progress()
 
 
-def check_attention_blocks(cfgs: RunConfigs) -> None:
-  """model.attention_blocks must divide train.seq_len (the blocked path would otherwise not apply)."""
-  blocks = cfgs.model.attention_blocks
-  if cfgs.train.seq_len % blocks:
-    raise UserError(f"model.attention_blocks={blocks} does not divide train.seq_len={cfgs.train.seq_len}")
+def check_sequence_splits(cfgs: RunConfigs) -> None:
+  """model.attention_blocks and an explicit model.loss_chunks must divide train.seq_len (checked before any work)."""
+  for knob, value in (("attention_blocks", cfgs.model.attention_blocks), ("loss_chunks", cfgs.model.loss_chunks)):
+    if value is not None and cfgs.train.seq_len % value:
+      raise UserError(f"model.{knob}={value} does not divide train.seq_len={cfgs.train.seq_len}")
 
 
 def check_existing(run_dir: Path, identity: dict, status: dict) -> None:
@@ -303,7 +303,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
   ckpt_cfg = config.build(checkpoint.checkpoint_config)
   mesh_shape = sharding.parse_mesh(mesh_text, jax.device_count())
   check_fits_mesh(cfgs.train, mesh_shape)
-  check_attention_blocks(cfgs)
+  check_sequence_splits(cfgs)
   branch = parse_branch(branch_from)
   identity = run_identity(cfgs)
   status = runs.read_status(run_dir)

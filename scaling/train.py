@@ -46,7 +46,7 @@ class TrainConfig:
   learning_rate: float = 3e-3
   grad_accum: int = 1
   eval_every: int = 100
-  eval_tokens: int = 131_072
+  eval_tokens: int = 262_144
   log_every: int = 10
   unique_tokens: int | None = None
 
@@ -92,7 +92,7 @@ def train_config(
     learning_rate: float = 3e-3,
     grad_accum: int = 1,
     eval_every: int = 100,
-    eval_tokens: int = 131_072,
+    eval_tokens: int = 262_144,
     log_every: int = 10,
     unique_tokens: int | None = None,
 ) -> TrainConfig:

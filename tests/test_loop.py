@@ -87,6 +87,9 @@ def test_bad_inputs_stop_before_the_run_directory_is_touched(tmp_path):
   _parse_tiny("model.attention_blocks = 3")
   with pytest.raises(UserError, match="model.attention_blocks=3 does not divide train.seq_len=32"):
     loop.run(tmp_path / "run")
+  _parse_tiny("model.loss_chunks = 5")
+  with pytest.raises(UserError, match="model.loss_chunks=5 does not divide train.seq_len=32"):
+    loop.run(tmp_path / "run")
   _parse_tiny()
   (tmp_path / "file").write_text("")
   with pytest.raises(UserError, match="is a file, not a directory"):
