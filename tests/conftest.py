@@ -39,3 +39,13 @@ def random_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int,
 @pytest.fixture
 def rng() -> np.random.Generator:
   return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin_config():
+  """Every test starts and ends with no gin bindings: configurables called directly must see their defaults."""
+  import gin
+
+  gin.clear_config()
+  yield
+  gin.clear_config()

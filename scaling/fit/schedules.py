@@ -1,7 +1,7 @@
 """Learning-rate schedules as NumPy arrays, by name and knobs or from a table, for curve-law predictions.
 
 `eta[k]` is the learning rate of update k (0-based), i.e. of training step k + 1. The names and knobs follow
-scaling.optim (cosine, wsd, constant; warmup linear from 0) so a prediction for one of our runs sees exactly
+scaling.optim (cosine, wsd, constant; warmup peak*(k+1)/W, exact final LR) so a prediction for one of our runs sees exactly
 the schedule it trains with, plus `linear` decay and `multistep` (Tissue et al.'s '811': the peak for 80% of
 the steps, then peak * f^(1/2) for 10%, then peak * f with f = final_lr_fraction). No JAX: `scaling predict`
 stays fast.
@@ -81,9 +81,35 @@ def _decay(t: np.ndarray, n: int, s: Schedule) -> np.ndarray:
   return peak * f ** (stage / len(edges))
 
 
+TRAINER_SCHEDULES = ("cosine", "wsd", "constant")
+
+
+def _trainer_rates(k: np.ndarray, s: Schedule) -> np.ndarray:
+  """scaling.optim's schedules: warmup peak*(k+1)/W, then a decay from the last warmup step to the last step.
+
+  cosine decays over all steps after warmup, wsd only over its cooldown (the last cooldown_fraction of the
+  run), both reaching peak*final_lr_fraction exactly at the last step; constant stays at the peak.
+  """
+  peak, f, last, warmup = s.peak_lr, s.final_lr_fraction, s.steps - 1, s.warmup_steps
+  start = max(warmup - 1, 0)
+  if s.name == "wsd":
+    start = max(last - max(int(round(s.cooldown_fraction * s.steps)), 1), start)
+  t = np.clip((k - start) / max(last - start, 1), 0.0, 1.0)
+  if s.name == "cosine":
+    rest = peak * (f + (1 - f) * 0.5 * (1 + np.cos(np.pi * t)))
+  elif s.name == "wsd":
+    rest = peak * {"linear": 1 - (1 - f) * t, "cosine": f + (1 - f) * 0.5 * (1 + np.cos(np.pi * t)),
+                   "exponential": f ** t if f > 0 else 1 - t}[s.cooldown_shape]
+  else:
+    rest = np.full(k.shape, peak)
+  return np.where(k < warmup, peak * (k + 1) / max(warmup, 1), rest)
+
+
 def learning_rates(s: Schedule) -> np.ndarray:
   """The learning rate of every update 0..steps-1 (scaling.optim's cosine/wsd/constant, exactly)."""
   k = np.arange(s.steps, dtype=np.float64)
+  if s.name in TRAINER_SCHEDULES:
+    return _trainer_rates(k, s)
   if s.warmup_steps == 0:
     return _decay(k, s.steps, s)
   rest = s.steps - s.warmup_steps
