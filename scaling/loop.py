@@ -321,7 +321,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
   note = repetition_note(cfgs)
   if note:
     say(note)
-  run_dir.mkdir(exist_ok=True)
+  run_dir.mkdir(parents=True, exist_ok=True)
   keeper = runs.StatusKeeper(run_dir, enabled=is_writer)
   keeper.set("running", status.get("step", 0), "starting")
   cache.enable_compilation_cache()

@@ -285,14 +285,16 @@ class MetricsAppender:
 
 
 def check_run_dir(run_dir: Path) -> Path:
-  """A usable run directory path: not a file, its parent exists and it (or its parent) is writable."""
+  """A usable run directory path: not a file, and it (or the nearest existing ancestor, where the missing
+  directories will be created) is a writable directory."""
   run_dir = Path(run_dir)
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(f"--run_dir {run_dir} is a file, not a directory")
-  parent = run_dir.absolute().parent
-  if not run_dir.exists() and not parent.is_dir():
-    raise UserError(f"--run_dir {run_dir}: its parent directory {parent} does not exist")
-  target = run_dir if run_dir.exists() else parent
-  if not os.access(target, os.W_OK | os.X_OK):
-    raise UserError(f"--run_dir {run_dir}: {target} is not writable")
+  existing = run_dir.absolute()
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise UserError(f"--run_dir {run_dir}: {existing} is a file, so the directory cannot be created")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"--run_dir {run_dir}: {existing} is not writable")
   return run_dir

@@ -102,5 +102,6 @@ def test_check_run_dir(tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(UserError, match="is a file"):
     runs.check_run_dir(tmp_path / "file")
-  with pytest.raises(UserError, match="parent directory"):
-    runs.check_run_dir(tmp_path / "a" / "b")
+  assert runs.check_run_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"  # missing parents are created later
+  with pytest.raises(UserError, match="is a file, so the directory cannot be created"):
+    runs.check_run_dir(tmp_path / "file" / "run")
