@@ -57,16 +57,13 @@ def cached_value(name: str, key: Any, compute: Callable[[], Any]) -> Any:
   """
   path = cache_root() / f"{name}.json"
   digest = key_of(key)
-  try:
-    table = json.loads(path.read_text())
-    if digest in table:
-      return table[digest]
-  except (OSError, ValueError):
-    table = {}
+  table = _read_table(path)
+  if digest in table:
+    return table[digest]
   value = compute()
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = {**_read_table(path), digest: value}
+    table = {**_read_table(path), digest: value}  # read again: another process may have added entries meanwhile
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(table, sort_keys=True))
     tmp.replace(path)

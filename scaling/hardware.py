@@ -16,6 +16,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from scaling import cache
+
 # Substring of `device.device_kind` (lower-case) -> dense bf16 peak FLOP/s per chip.
 # Longest match wins ("tpu v5 lite" before "tpu v5").
 DEVICE_PEAKS: dict[str, float] = {
@@ -58,8 +60,7 @@ def measure_cpu_peak(size: int = 1536, repeats: int = 30) -> float:
 
 
 def _cache_path() -> Path:
-  root = Path(os.environ.get("SCALING_CACHE_DIR", Path.home() / ".cache" / "scaling"))
-  return root / "cpu_peak.json"
+  return cache.cache_root() / "cpu_peak.json"
 
 
 def _cpu_key() -> str:

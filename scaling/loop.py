@@ -156,15 +156,14 @@ def run_identity(cfgs: RunConfigs) -> dict:
   Evaluation and logging cadence are left out (they do not alter the trained function), and so is the
   checkpoint policy, which is not a training setting at all.
   """
-  train = {k: v for k, v in dataclasses.asdict(cfgs.train).items() if k not in CADENCE_KNOBS}
-  identity = {"model": dataclasses.asdict(cfgs.model), "optimizer": dataclasses.asdict(cfgs.optimizer), "train": train,
-              "dataset": cfgs.dataset.name, "tokenizer": cfgs.dataset.tokenizer.identity(), "seed": cfgs.train.seed,
-              "tokens_planned": cfgs.train.tokens}
-  return json.loads(json.dumps(identity, sort_keys=True, default=str))
+  return info_identity({"model": dataclasses.asdict(cfgs.model), "optimizer": dataclasses.asdict(cfgs.optimizer),
+                        "train": dataclasses.asdict(cfgs.train), "dataset": cfgs.dataset.name,
+                        "tokenizer": cfgs.dataset.tokenizer.identity(), "seed": cfgs.train.seed,
+                        "tokens_planned": cfgs.train.tokens})
 
 
 def info_identity(info: dict) -> dict:
-  """The resume identity recorded in an existing run.json (as `run_identity` computes it)."""
+  """The resume identity of run.json's fields (or of the same fields built from configs, by `run_identity`)."""
   train = {k: v for k, v in info.get("train", {}).items() if k not in CADENCE_KNOBS}
   identity = {"model": info.get("model"), "optimizer": info.get("optimizer"), "train": train,
               "dataset": info.get("dataset"), "tokenizer": info.get("tokenizer"), "seed": info.get("seed"),

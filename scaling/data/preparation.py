@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import io
@@ -27,7 +28,8 @@ def default_data_dir() -> str:
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the builders over a scanned set of local files: documents are raw `text` bytes and a `KEY` string.
 
-  A subclass names its config after the corpus fingerprint and lists the metadata to record. It also pins
+  A subclass names its config after the corpus fingerprint and lists the metadata to record (abstract
+  methods: the builders' ABCMeta refuses a subclass that leaves one out). It also pins
   `code_path` to the defining module: TFDS 4.9.10 otherwise probes `importlib_resources`, a package it
   only declares for Python < 3.9, and fails to prepare on 3.11 without it.
   """
@@ -42,17 +44,17 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                      description=self.config_description())
     super().__init__(config=config, **kwargs)
 
+  @abc.abstractmethod
   def config_name(self) -> str:
     """Names the config after what was scanned, so different inputs never share prepared files."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def config_description(self) -> str:
     """Describes this corpus in one line."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def metadata(self) -> dict[str, Any]:
     """Returns what to record in metadata.json (hashes, sizes, versions)."""
-    raise NotImplementedError
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -2,7 +2,8 @@
 
 `data.files` is a directory, a glob, or a list of files and globs; `.gz` variants are read transparently.
 The config is named after a fingerprint of the resolved files (path, size, mtime), so editing the corpus
-prepares a new copy. Documents whose hash of "path:line" (or path) is lowest form the validation split:
+prepares a new copy. Documents whose hash of "path:line" (or path, relative to the deepest directory holding
+every file, so the split does not depend on where the corpus lives) is lowest form the validation split:
 about 1%, raised as needed to hold at least min(1 MB, 5% of the corpus) and one document. A hash order is
 a random order, so the split is spread over the whole corpus, however its files are laid out.
 """
@@ -115,10 +116,22 @@ class Corpus:
   num_documents: int
   split_bytes: dict
   validation_below: int
+  root: str = ""
 
   def is_validation(self, key: str) -> bool:
-    """Tells whether a document belongs to the validation split."""
-    return key_hash(key) < self.validation_below
+    """Tells whether a document belongs to the validation split (by its key relative to the corpus root)."""
+    return key_hash(split_key(key, self.root)) < self.validation_below
+
+
+def corpus_root(paths: Sequence[pathlib.Path]) -> str:
+  """The deepest directory holding every file: split keys are relative to it, so they do not depend on where
+  the corpus lives."""
+  return os.path.commonpath([str(p.parent) for p in paths])
+
+
+def split_key(key: str, root: str) -> str:
+  """A document key ('path' or 'path:line') relative to the corpus root, the part the split hashes."""
+  return key[len(root) + 1:] if root and key.startswith(root + os.sep) else key
 
 
 def scan(files: str | Sequence[str], text_field: str = "text") -> Corpus:
@@ -128,10 +141,11 @@ def scan(files: str | Sequence[str], text_field: str = "text") -> Corpus:
   for path in paths:
     stat = path.stat()
     digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+  root = corpus_root(paths)
   hashes, sizes = [], []
   for path in paths:
     for key, text in read_documents(path, text_field):
-      hashes.append(key_hash(key))
+      hashes.append(key_hash(split_key(key, root)))
       sizes.append(len(text))
   if len(hashes) < 2:
     raise UserError(f"data.files: {', '.join(map(str, paths))} hold {len(hashes)} non-empty documents; need at least 2")
@@ -140,7 +154,7 @@ def scan(files: str | Sequence[str], text_field: str = "text") -> Corpus:
   validation_bytes = int(sizes[hashes < bound].sum())
   return Corpus(files=paths, text_field=text_field, fingerprint=digest.hexdigest(), num_documents=len(hashes),
                 split_bytes={"train": int(sizes.sum()) - validation_bytes, "validation": validation_bytes},
-                validation_below=bound)
+                validation_below=bound, root=root)
 
 
 class TextFiles(LocalBuilder):
