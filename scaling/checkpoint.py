@@ -53,6 +53,7 @@ class CheckpointConfig:
   async_save: bool = True
   on_divergence: str = "stop"
   max_rollbacks: int = 3
+  at_steps: tuple[int, ...] = ()
 
   def __post_init__(self):
     for name in ("every_steps", "keep_every", "max_rollbacks"):
@@ -63,6 +64,10 @@ class CheckpointConfig:
       raise ValueError(f"checkpoint.keep_last must be an integer >= 1, got {self.keep_last!r}")
     if isinstance(self.every_minutes, bool) or not isinstance(self.every_minutes, (int, float)) or self.every_minutes < 0:
       raise ValueError(f"checkpoint.every_minutes must be a number >= 0 (0: off), got {self.every_minutes!r}")
+    if isinstance(self.at_steps, (str, bytes)) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.at_steps):
+      raise ValueError(f"checkpoint.at_steps must be a list of whole numbers > 0, got {self.at_steps!r}")
+    object.__setattr__(self, "at_steps", tuple(sorted(set(self.at_steps))))
     if self.on_divergence not in DIVERGENCE_ACTIONS:
       raise ValueError(f"checkpoint.on_divergence must be one of {DIVERGENCE_ACTIONS}, got {self.on_divergence!r}")
 
@@ -76,9 +81,12 @@ def checkpoint_config(
     async_save: bool = True,
     on_divergence: str = "stop",
     max_rollbacks: int = 3,
+    at_steps: tuple[int, ...] = (),
 ) -> CheckpointConfig:
-  """The gin knobs `checkpoint.*`: save intervals (steps, minutes), retention, and the divergence guard."""
-  return CheckpointConfig(every_steps, every_minutes, keep_last, keep_every, async_save, on_divergence, max_rollbacks)
+  """The gin knobs `checkpoint.*`: save intervals (steps, minutes), retention, the divergence guard, and
+  `at_steps`: steps always saved and kept (the branch points of cooldown sweeps)."""
+  return CheckpointConfig(every_steps, every_minutes, keep_last, keep_every, async_save, on_divergence, max_rollbacks,
+                          tuple(at_steps))
 
 
 @dataclasses.dataclass
@@ -117,6 +125,8 @@ def _save_policy(cfg: CheckpointConfig) -> policies.SaveDecisionPolicy:
     rules.append(policies.FixedIntervalPolicy(cfg.every_steps))
   if cfg.every_minutes:
     rules.append(policies.ContinuousCheckpointingPolicy(minimum_interval_secs=max(1, round(cfg.every_minutes * 60))))
+  if cfg.at_steps:
+    rules.append(policies.SpecificStepsPolicy(steps=cfg.at_steps))
   rules.append(policies.PreemptionCheckpointingPolicy())
   return policies.AnySavePolicy(rules)
 
@@ -126,6 +136,8 @@ def _keep_policy(cfg: CheckpointConfig) -> policies.PreservationPolicy:
   rules: list[policies.PreservationPolicy] = [policies.LatestN(n=cfg.keep_last)]
   if cfg.keep_every:
     rules.append(policies.EveryNSteps(interval_steps=cfg.keep_every))
+  if cfg.at_steps:
+    rules.append(policies.CustomSteps(steps=cfg.at_steps))
   return policies.AnyPreservationPolicy(rules)
 
 

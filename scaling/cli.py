@@ -21,6 +21,9 @@ _COMMANDS = {
     "report": "scaling.fit.cli",
     "fit-downstream": "scaling.fit.cli",
     "tokenizer": "scaling.tokenizer_cli",
+    "sweep": "scaling.sweep.cli",
+    "status": "scaling.sweep.cli",
+    "config": "scaling.sweep.cli",
 }
 
 

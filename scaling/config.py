@@ -15,6 +15,7 @@ from typing import TypeVar
 import gin
 
 from scaling.errors import UserError
+from scaling.sweep import spec as _sweep_spec  # noqa: F401  (registers the sweep knobs: a run's spec.gin carries them)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 CONFIGS = PACKAGE_ROOT / "configs"  # shipped inside the package, so `pip install .` runs the default anywhere
@@ -67,6 +68,38 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
       gin.parse_config(binding)
     except errors as e:
       raise UserError(f"bad --gin_bindings={binding!r}: {_one_line(e)}") from None
+
+
+_INCLUDE = re.compile(r"""^\s*include\s+(['"])(.+?)\1\s*(#.*)?$""")
+
+
+def _include_target(name: str, including: Path) -> Path:
+  """Where gin finds an included file: as given, beside the including file, or on the search path."""
+  for candidate in (Path(name), including.parent / name, *(root / name for root in SEARCH_PATH)):
+    if candidate.is_file():
+      return candidate
+  raise UserError(f"{including}: included gin file {name!r} does not exist")
+
+
+def inline_includes(path: str | Path, _seen: tuple[Path, ...] = ()) -> str:
+  """The text of a gin file with every `include` replaced by the included file's text (recursively).
+
+  The result parses to the same config on any machine, without the files it included.
+  """
+  path = resolve_gin_file(str(path)) if not _seen else Path(path)
+  if path.resolve() in _seen:
+    raise UserError(f"{path}: gin files include each other in a cycle")
+  out = []
+  for line in path.read_text().splitlines():
+    match = _INCLUDE.match(line)
+    if not match:
+      out.append(line)
+      continue
+    target = _include_target(match.group(2), path)
+    out.append(f"# --- begin include '{match.group(2)}' ---")
+    out.append(inline_includes(target, (*_seen, path.resolve())).rstrip("\n"))
+    out.append(f"# --- end include '{match.group(2)}' ---")
+  return "\n".join(out) + "\n"
 
 
 _REQUIRED = re.compile(r"Required bindings for `(\w+)` not provided in config: \[([^\]]*)\]")

@@ -24,7 +24,8 @@ def format_eta(seconds: float | None) -> str:
   return f"{seconds}s"
 
 
-def _tokens(n: float) -> str:
+def format_count(n: float) -> str:
+  """A count with a k, M or B suffix: 410k, 1.2M."""
   for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
     if n >= size:
       return f"{n / size:.3g}{unit}"
@@ -33,13 +34,13 @@ def _tokens(n: float) -> str:
 
 def progress_line(record: dict, steps: int, last_eval: float | None, eta_s: float | None) -> str:
   """One line of progress for a metrics record."""
-  parts = [f"step {record['step']}/{steps}", f"tokens {_tokens(record.get('tokens', 0))}"]
+  parts = [f"step {record['step']}/{steps}", f"tokens {format_count(record.get('tokens', 0))}"]
   if record.get("train_loss") is not None:
     parts.append(f"train_loss {record['train_loss']:.4f}")
   if last_eval is not None:
     parts.append(f"eval_loss {last_eval:.4f}")
   if record.get("tokens_per_s"):
-    parts.append(f"{_tokens(record['tokens_per_s'])} tok/s")
+    parts.append(f"{format_count(record['tokens_per_s'])} tok/s")
   if record.get("mfu") is not None:
     parts.append(f"MFU {record['mfu']:.1%}")
   parts.append(f"ETA {format_eta(eta_s)}")

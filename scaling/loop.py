@@ -29,6 +29,7 @@ from scaling.model import ModelConfig, param_counts, tree_param_counts
 from scaling.optim import OptimizerConfig, optimizer_config
 from scaling.preemption import PreemptionWatch
 from scaling.sizes import model_config
+from scaling.sweep.spec import sweep_point
 from scaling.train import (
     TrainConfig,
     build_program,
@@ -126,6 +127,7 @@ def run_info(run_dir: Path, cfgs: RunConfigs, mesh_shape, xla_per_token: float |
       "train": dataclasses.asdict(t),
       "optimizer": dataclasses.asdict(cfgs.optimizer),
       "versions": _versions(),
+      "sweep": sweep_point(),
   }
 
 

@@ -1,0 +1,183 @@
+"""`scaling sweep`, `scaling status` and `scaling config show`: run a sweep, look at one, print a config."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from scaling.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+      "sweep", help="expand a sweep spec into run directories and train every run not done yet",
+      description="Expand SPEC.gin into ROOT/<run_id>/ and train every run that is not done (docs/sweeps.md).")
+  p.add_argument("spec", metavar="SPEC.gin", help="the sweep's gin file (a path, or a name under configs/)")
+  p.add_argument("--root", required=True, help="the sweep root: one run directory per run, plus sweep.gin")
+  p.add_argument("--launcher", default="local", choices=["local"], help="where runs train (local: this machine)")
+  p.add_argument("--workers", type=int, default=1, help="worker processes; the devices are divided between them")
+  p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                 help="print the table of runs and the total compute; write nothing")
+  p.add_argument("--gin_bindings", action="append", default=[], help="extra binding, e.g. 'isoflop.sizes = 7'")
+  p.add_argument("--prior_fit", default=None, metavar="FIT.json",
+                 help="a fit.json whose compute-optimal N* each IsoFLOP budget's sizes should bracket (warns)")
+  p.add_argument("--retry_failed", action="store_true", help="train failed runs again (from their checkpoints)")
+  p.set_defaults(func=sweep)
+
+  s = subparsers.add_parser("status", help="print a sweep's table from its run directories",
+                            description="The table of a sweep root's runs: plan, state, step, last eval loss.")
+  s.add_argument("root", metavar="ROOT")
+  s.set_defaults(func=status)
+
+  c = subparsers.add_parser("config", help="print a resolved gin config", description="scaling config show FILE_OR_NAME")
+  csub = c.add_subparsers(dest="config_command", metavar="show", required=True)
+  show = csub.add_parser("show", help="print the bindings a gin file resolves to (includes and overrides applied)")
+  show.add_argument("name", metavar="FILE_OR_NAME", help="a gin file, or a name under configs/ such as sweeps/cpu_isoflop")
+  show.add_argument("--gin_bindings", action="append", default=[])
+  show.add_argument("--inline", action="store_true", help="print the text with includes inlined instead")
+  c.set_defaults(func=config_show)
+
+
+def _register_configurables() -> None:
+  """Imports every module that defines gin configurables, so any shared config parses."""
+  from scaling import loop  # noqa: F401  (model, train, optimizer, checkpoint)
+  from scaling.data import dataset  # noqa: F401  (data)
+
+
+def _seconds_per_flop(expected_mfu: float) -> tuple[float | None, str]:
+  import jax
+
+  from scaling import hardware
+
+  peak, source = hardware.peak_flops(jax.devices())
+  if not peak:
+    return None, "no peak known for this device"
+  return 1.0 / (peak * expected_mfu), f"{jax.device_count()} x {jax.devices()[0].device_kind}, peak {peak:.3g} FLOP/s ({source})"
+
+
+def bracket_warnings(specs, fit_path: str) -> list[str]:
+  """IsoFLOP budgets whose sizes do not bracket a prior fit's compute-optimal N*."""
+  from scaling.fit import predict
+
+  fit_ = predict.read(fit_path)
+  out = []
+  budgets = sorted({s.budget for s in specs if s.part == "isoflop"})
+  for budget in budgets:
+    ns = [s.N for s in specs if s.part == "isoflop" and s.budget == budget]
+    n_star = predict.optimum_at(fit_, budget)["N"]["value"]
+    if not min(ns) <= n_star <= max(ns):
+      out.append(f"budget {budget:.3g}: sizes span N = {min(ns):.3g}..{max(ns):.3g}, but {fit_path} puts the "
+                 f"optimum at N* = {n_star:.3g}; move the centre (isoflop.prior_fit) or widen isoflop.spread")
+  return out
+
+
+def sweep(args: argparse.Namespace) -> int:
+  from scaling import config, runs
+  from scaling.sweep import expand, local, root as root_lib, table
+  from scaling.sweep.view import SweepView
+
+  if args.workers < 1:
+    raise UserError(f"--workers must be at least 1, got {args.workers}")
+  _register_configurables()
+  spec_file = str(config.resolve_gin_file(args.spec))
+  sweep_spec, base = expand.load([spec_file], args.gin_bindings)
+  specs = expand.expand(sweep_spec, base)
+  text = config.inline_includes(spec_file)
+  if args.gin_bindings:
+    text += "\n# --- scaling sweep --gin_bindings ---\n" + "\n".join(args.gin_bindings) + "\n"
+  warnings = []
+  for part in sweep_spec.parts:
+    if getattr(part, "prior_fit", None):
+      warnings += bracket_warnings(specs, part.prior_fit)
+  if args.prior_fit:
+    warnings += bracket_warnings(specs, args.prior_fit)
+  if args.dry_run:
+    seconds_per_flop, hardware = _seconds_per_flop(sweep_spec.expected_mfu)
+    rows = [table.plan_row(s, seconds_per_flop) for s in specs]
+    print(table.format_table(rows, table.PLAN_COLUMNS))
+    total = sum(s.C for s in specs)
+    est = f", about {table.format_eta(total * seconds_per_flop / args.workers)} with {args.workers} worker(s)" if seconds_per_flop else ""
+    print(f"\n{len(specs)} runs, {total:.3g} FLOPs in total ({sweep_spec.convention} convention){est}")
+    print(f"estimate: {hardware}, at MFU {sweep_spec.expected_mfu:g} (sweep.expected_mfu)")
+    for w in warnings:
+      print(f"warning: {w}")
+    return 0
+  root = root_lib.check_root(Path(args.root))
+  for w in warnings:
+    print(f"scaling sweep: warning: {w}", file=sys.stderr)
+  root_lib.write(root, text, specs)
+  states = {s.run_id: runs.read_status(root / s.run_id)["state"] for s in specs}
+  if args.retry_failed:
+    for rid, state in states.items():
+      if state == "failed":
+        runs.set_status(root / rid, "pending", runs.read_status(root / rid).get("step", 0), "retrying (--retry_failed)")
+        states[rid] = "pending"
+  todo = [s.run_id for s in specs if states[s.run_id] not in ("done", "failed")]
+  done = sum(1 for v in states.values() if v == "done")
+  print(f"scaling sweep: {root}: {len(specs)} runs, {done} done, {len(todo)} to train with {args.workers} worker(s)",
+        file=sys.stderr, flush=True)
+  code = 0
+  if todo:
+    view = SweepView(root, specs, args.workers)
+    code = local.run(root, todo, args.workers, view.show)
+  rows = [table.status_row(root, s) for s in specs]
+  failed = [r for r in rows if r["state"] == "failed"]
+  for r in failed:
+    print(f"scaling sweep: failed {r['run']} ({r['part']} {r['shape']}): {r['reason']}", file=sys.stderr)
+  if code:
+    print(f"scaling sweep: stopped; run the same command to resume", file=sys.stderr)
+    return code
+  print(f"scaling sweep: {table.summary_line(table.summary(rows, specs))}; fit it with: scaling fit {root}",
+        file=sys.stderr)
+  return 1 if failed else 0
+
+
+def status(args: argparse.Namespace) -> int:
+  from scaling.sweep import root as root_lib, table
+
+  root = Path(args.root)
+  specs = root_lib.read_specs(root)
+  rows = [table.status_row(root, s) for s in specs]
+  print(table.format_table(rows, table.STATUS_COLUMNS))
+  print()
+  print(table.summary_line(table.summary(rows, specs)))
+  for r in rows:
+    if r["state"] == "failed":
+      print(f"failed {r['run']}: {r['reason']}")
+  return 0
+
+
+def resolve_name(name: str) -> str:
+  """A gin file path, or a name under configs/ with or without `.gin` (e.g. `sweeps/cpu_isoflop`)."""
+  from scaling import config
+
+  for candidate in (name, f"{name}.gin"):
+    try:
+      return str(config.resolve_gin_file(candidate))
+    except UserError:
+      pass
+  matches = sorted(p for p in config.CONFIGS.rglob("*.gin") if p.stem == Path(name).stem)
+  if len(matches) == 1:
+    return str(matches[0])
+  known = ", ".join(str(p.relative_to(config.CONFIGS).with_suffix("")) for p in sorted(config.CONFIGS.rglob("*.gin")))
+  raise UserError(f"no gin file or config named {name!r}" + (f" (ambiguous: {len(matches)} match)" if matches else "")
+                  + f"; known: {known}")
+
+
+def config_show(args: argparse.Namespace) -> int:
+  import gin
+
+  from scaling import config
+
+  path = resolve_name(args.name)
+  if args.inline:
+    sys.stdout.write(config.inline_includes(path))
+    return 0
+  _register_configurables()
+  config.parse([path], args.gin_bindings)
+  print(f"# {path}, resolved: every binding in effect (includes and later bindings applied)")
+  sys.stdout.write(gin.config_str())
+  return 0

@@ -1,0 +1,155 @@
+"""A sweep worker: one process that claims pending runs of a sweep root and trains them, one after another.
+
+Runs are trained in this process (`loop.run`), so imports and compiled programs are paid once per worker,
+not once per run. A run that fails is recorded as `failed` with its reason and the worker goes on; a
+SIGTERM stops the current run at a step boundary with a checkpoint (`preempted`) and ends the worker.
+A cooldown branch waits until its parent run is done. The worker ends when no run it was given is left
+to train; runs claimed by other live processes are waited for, so the worker can take them over if
+their holder dies.
+
+    python -m scaling.sweep.worker --root ROOT RUN_ID [RUN_ID ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from scaling import runs
+from scaling.errors import UserError
+from scaling.sweep import claims, root as root_lib
+
+MAX_ATTEMPTS = 3  # a run whose worker died this many times is recorded as failed instead of retried
+POLL_S = 2.0
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+  """Sends this process's stdout and stderr (Python's and the C libraries') to a file, then restores them."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = os.dup(1), os.dup(2)
+  with open(path, "a") as f:
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os.dup2(saved[0], 1)
+      os.dup2(saved[1], 2)
+      os.close(saved[0])
+      os.close(saved[1])
+
+
+def _fail(run_dir: Path, reason: str) -> None:
+  """Records a failure unless the run is already done (a done run is never marked otherwise)."""
+  status = runs.read_status(run_dir)
+  if status["state"] != "done":
+    runs.set_status(run_dir, "failed", status.get("step", 0), reason)
+
+
+def train_one(root: Path, run_id: str) -> dict:
+  """Trains one run of the sweep in this process from its spec.gin; returns the last record (or {})."""
+  from scaling import config, loop
+
+  run_dir = root / run_id
+  spec = root_lib.read_spec(run_dir)
+  with _output_to(run_dir / root_lib.TRAIN_LOG):
+    print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(root_lib.train_command(root, spec))}",
+          flush=True)
+    try:
+      config.parse([str(run_dir / root_lib.SPEC_GIN)], [])
+      return loop.run(run_dir, spec.mesh, branch_from=root_lib.branch_from(root, spec)) or {}
+    except UserError as e:
+      print(f"scaling train: error: {e}", file=sys.stderr, flush=True)
+      _fail(run_dir, str(e).splitlines()[0])
+    except Exception as e:  # a run's crash must not end the sweep: record it and go on
+      traceback.print_exc()
+      _fail(run_dir, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+  return {}
+
+
+def _blocked(root: Path, spec) -> str | None:
+  """Why a run cannot start yet ('wait') or ever ('parent failed ...'); None when it can."""
+  if not spec.parent:
+    return None
+  parent = runs.read_status(root / spec.parent)["state"]
+  if parent == "done":
+    return None
+  if parent == "failed":
+    return f"its parent run {spec.parent} failed"
+  return "wait"
+
+
+def work(root: Path, run_ids: Sequence[str], poll_s: float = POLL_S, say=print) -> int:
+  """Trains every given run that is not done or failed, as claims allow; returns 0, or 143 after a SIGTERM."""
+  stop = {"now": False}
+  previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+  try:
+    specs = {rid: root_lib.read_spec(root / rid) for rid in run_ids}
+    while not stop["now"]:
+      left = False
+      for rid, spec in specs.items():
+        run_dir = root / rid
+        if runs.read_status(run_dir)["state"] in ("done", "failed"):
+          continue
+        blocked = _blocked(root, spec)
+        if blocked == "wait":
+          left = True
+          continue
+        if blocked:
+          _fail(run_dir, blocked)
+          continue
+        claim = claims.try_claim(run_dir)
+        if claim is None:
+          left = True  # another live process holds it; it may die, so keep watching
+          continue
+        try:
+          if runs.read_status(run_dir)["state"] in ("done", "failed"):
+            continue
+          if claim.record["attempt"] > MAX_ATTEMPTS:
+            _fail(run_dir, f"its worker died {MAX_ATTEMPTS} times while training it")
+            continue
+          say(f"worker {os.getpid()}: training {rid}" + (" (taking over a dead claim)" if claim.taken_over else ""))
+          record = train_one(root, rid)
+          state = runs.read_status(run_dir)["state"]
+          say(f"worker {os.getpid()}: {rid} {state}")
+          if record.get("preempted") or state == "preempted":
+            stop["now"] = True
+            break
+        finally:
+          claim.release()
+        left = True  # a run finished: look at the list again from the start (branches may be unblocked)
+        break
+      else:
+        if not left:
+          return 0
+        time.sleep(poll_s)
+    return 143
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m scaling.sweep.worker", description=__doc__.splitlines()[0])
+  parser.add_argument("--root", required=True)
+  parser.add_argument("run_ids", nargs="+")
+  args = parser.parse_args(argv)
+  try:
+    return work(Path(args.root), args.run_ids, say=lambda m: print(m, flush=True))
+  except UserError as e:
+    print(f"scaling sweep worker: error: {e}", file=sys.stderr)
+    return UserError.exit_code
+
+
+if __name__ == "__main__":
+  sys.exit(main())
