@@ -55,6 +55,23 @@ def mlp_width_for(width: int, mlp_ratio: float) -> int:
   return max(q, int(round(width * mlp_ratio / q)) * q)
 
 
+def shape_candidates(*, head_dim: int = 64, mlp_ratio: float = 4.0, mlp: str = "swiglu", kv_ratio: int = 1,
+                     min_aspect: float = 32.0, max_aspect: float = 128.0) -> list[tuple[int, int, int, int, int]]:
+  """Every shape of the rule: (width, depth, heads, mlp_width, non-embedding parameters).
+
+  Width is a multiple of `head_dim` (whose heads divide by `kv_ratio`); width/depth stays within
+  [min_aspect, max_aspect] (Kaplan et al. 2020 find loss flat in that band).
+  """
+  out = []
+  for depth in range(1, 129):
+    for heads in range(kv_ratio, 257, kv_ratio):
+      width = heads * head_dim
+      if min_aspect <= width / depth <= max_aspect:
+        n = non_embedding_params(width, depth, head_dim, mlp_ratio, mlp, kv_ratio)
+        out.append((width, depth, heads, mlp_width_for(width, mlp_ratio), n))
+  return out
+
+
 def shape_for_params(
     target: float,
     *,
@@ -66,38 +83,24 @@ def shape_for_params(
     max_aspect: float = 128.0,
     preferred_aspect: float = 64.0,
 ) -> tuple[int, int, int, int]:
-  """(width, depth, heads, mlp_width) whose non-embedding count is closest to `target`.
-
-  Width is a multiple of `head_dim` (whose heads divide by `kv_ratio`); width/depth stays within
-  [min_aspect, max_aspect] (Kaplan et al. 2020 find loss flat in that band); ties go to the shape whose
-  aspect ratio is nearest `preferred_aspect`.
-  """
+  """(width, depth, heads, mlp_width) of `shape_candidates` whose non-embedding count is closest to `target`;
+  ties go to the shape whose aspect ratio (width/depth) is nearest `preferred_aspect`."""
   if not target > 0:
     raise ValueError(f"model.params must be positive, got {target!r}")
-  best = None
-  reach = [math.inf, 0]
-  for depth in range(1, 129):
-    for heads in range(kv_ratio, 257, kv_ratio):
-      width = heads * head_dim
-      aspect = width / depth
-      if not min_aspect <= aspect <= max_aspect:
-        continue
-      n = non_embedding_params(width, depth, head_dim, mlp_ratio, mlp, kv_ratio)
-      reach = [min(reach[0], n), max(reach[1], n)]
-      key = (round(abs(math.log(n / target)), 2), abs(math.log(aspect / preferred_aspect)))
-      if best is None or key < best[0]:
-        best = (key, (width, depth, heads, mlp_width_for(width, mlp_ratio)))
-  if best is None:
+  shapes = shape_candidates(head_dim=head_dim, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=kv_ratio,
+                            min_aspect=min_aspect, max_aspect=max_aspect)
+  if not shapes:
     raise ValueError(f"no shape with head_dim={head_dim} and aspect in [{min_aspect}, {max_aspect}] fits {target:g}")
-  width, depth, _, _ = best[1]
-  n = non_embedding_params(width, depth, head_dim, mlp_ratio, mlp, kv_ratio)
+  key = lambda s: (round(abs(math.log(s[4] / target)), 2), abs(math.log(s[0] / s[1] / preferred_aspect)))
+  width, depth, heads, mlp_width, n = min(shapes, key=key)
   if abs(math.log(n / target)) > math.log(1 + MAX_PARAMS_MISS):
+    lo, hi = min(s[4] for s in shapes), max(s[4] for s in shapes)
     raise ValueError(
         f"model.params={target:g} is out of reach of the shape rule (head_dim={head_dim}): its nearest shape has "
         f"{n:,} non-embedding parameters (more than {MAX_PARAMS_MISS:.0%} off); its shapes span "
-        f"{reach[0]:.3g} to {reach[1]:.3g}, sparsely at the small end (a smaller model.head_dim reaches lower)"
+        f"{lo:.3g} to {hi:.3g}, sparsely at the small end (a smaller model.head_dim reaches lower)"
     )
-  return best[1]
+  return width, depth, heads, mlp_width
 
 
 @gin.configurable("model")

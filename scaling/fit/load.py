@@ -241,7 +241,9 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
                    "step": int(rec.get("step", 0)), "final": False, "state": status, "source": str(metrics),
                    "row": lineno, "seed": meta.get("seed"), "tokens_planned": meta.get("tokens_planned"),
                    **extra, **_all_conventions(meta, tokens)})
-  if points and status == "done":
+  # A cooldown sweep's constant-LR parent ends without a cooldown: its branches, not it, are the points of a law.
+  role = (meta.get("sweep") or {}).get("role") if isinstance(meta.get("sweep"), Mapping) else None
+  if points and status == "done" and role != "cooldown_parent":
     points[-1]["final"] = True
   return points
 

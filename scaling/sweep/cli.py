@@ -41,12 +41,6 @@ def add_parser(subparsers) -> None:
   c.set_defaults(func=config_show)
 
 
-def _register_configurables() -> None:
-  """Imports every module that defines gin configurables, so any shared config parses."""
-  from scaling import loop  # noqa: F401  (model, train, optimizer, checkpoint)
-  from scaling.data import dataset  # noqa: F401  (data)
-
-
 def _seconds_per_flop(expected_mfu: float) -> tuple[float | None, str]:
   import jax
 
@@ -81,7 +75,6 @@ def sweep(args: argparse.Namespace) -> int:
 
   if args.workers < 1:
     raise UserError(f"--workers must be at least 1, got {args.workers}")
-  _register_configurables()
   spec_file = str(config.resolve_gin_file(args.spec))
   sweep_spec, base = expand.load([spec_file], args.gin_bindings)
   specs = expand.expand(sweep_spec, base)
@@ -176,7 +169,9 @@ def config_show(args: argparse.Namespace) -> int:
   if args.inline:
     sys.stdout.write(config.inline_includes(path))
     return 0
-  _register_configurables()
+  from scaling.sweep import expand
+
+  expand.register_configurables()
   config.parse([path], args.gin_bindings)
   print(f"# {path}, resolved: every binding in effect (includes and later bindings applied)")
   sys.stdout.write(gin.config_str())

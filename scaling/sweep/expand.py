@@ -10,6 +10,7 @@ disturbing finished ones. Bad specs raise UserError before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -20,7 +21,7 @@ from typing import Any
 import gin
 import ml_collections
 
-from scaling import config, flops
+from scaling import config, flops, sizes
 from scaling.errors import UserError
 from scaling.fit.load import CONVENTIONS
 from scaling.model import ModelConfig, param_counts
@@ -46,10 +47,17 @@ class Base:
   bindings: dict[str, Any]  # "configurable.param" -> value, for the run id
 
 
+def register_configurables() -> None:
+  """Imports every module that defines gin configurables, so any shared config parses."""
+  from scaling import loop  # noqa: F401  (model, train, optimizer, checkpoint, sweep_point)
+  from scaling.data import dataset  # noqa: F401  (data)
+
+
 def load(spec_files: Sequence[str], bindings: Sequence[str] = ()) -> tuple[spec_lib.SweepSpec, Base]:
   """Parses a sweep's gin files and bindings into its spec and base experiment (UserError on bad input)."""
   from scaling.data.dataset import DataConfig, make_tokenizer
 
+  register_configurables()
   config.parse(spec_files, bindings)
   sweep = config.build(spec_lib.sweep_spec)
   data = config.build(DataConfig)
@@ -117,22 +125,34 @@ def _part_sizes(base: Base, convention: str, part) -> list[Size]:
   return [_size(base, convention, params=p) for p in part.params]
 
 
+def _bound(knob: str, default: Any) -> Any:
+  try:
+    value = gin.query_parameter(knob)
+  except ValueError:
+    return default
+  return default if value is None else value
+
+
+@functools.lru_cache(maxsize=8)
+def _candidates(vocab_size: int, head_dim: int, mlp_ratio: float, mlp: str, tied: bool) -> list[tuple[int, int, int]]:
+  """(width, depth, non-embedding N) of every shape the size rule can give."""
+  return [(w, d, n) for w, d, _, _, n in sizes.shape_candidates(head_dim=head_dim, mlp_ratio=mlp_ratio, mlp=mlp)]
+
+
 def _size_near(base: Base, convention: str, n_target: float) -> Size:
-  """The shape whose N (under the convention) is nearest `n_target`, asked for as a non-embedding target."""
-  best, target = None, n_target
-  for _ in range(4):
-    try:
-      size = _size(base, convention, params=max(target, 1.0))
-    except UserError:
-      break
-    if best is None or abs(math.log(size.N / n_target)) < abs(math.log(best.N / n_target)):
-      best = size
-    non_embedding = param_counts(size.model)["non_embedding"]
-    target = non_embedding * n_target / size.N
-  if best is None:
-    raise UserError(f"isoflop: no model shape of the size rule reaches N = {n_target:.3g} "
-                    "(set model.head_dim smaller for smaller models)")
-  return best
+  """The shape of the size rule whose N (under the convention) is nearest `n_target`.
+
+  It is asked for as `model.params` = its exact non-embedding count, which the rule maps back to it.
+  """
+  probe = model_config(vocab_size=base.vocab_size, params=1e6)
+  embedding = base.vocab_size * (1 if probe.tie_embeddings else 2)
+  counted = (lambda w, n: n) if CONVENTIONS[convention][0] == "params_non_embedding" else (lambda w, n: n + embedding * w)
+  shapes = _candidates(base.vocab_size, probe.head_dim, _bound("model.mlp_ratio", 4.0), probe.mlp, probe.tie_embeddings)
+  width, depth, n = min(shapes, key=lambda s: abs(math.log(counted(s[0], s[2]) / n_target)))
+  size = _size(base, convention, params=float(n))
+  if (size.model.width, size.model.depth) != (width, depth):
+    raise AssertionError(f"model.params={n} does not map back to the shape {width}x{depth}")
+  return size
 
 
 def _centre(base: Base, convention: str, budget: float, tokens_per_param: float) -> Size:
@@ -230,14 +250,15 @@ def _gin_value(value: Any) -> str:
   return repr(value)
 
 
-def run_id(base: Base, bindings: dict[str, Any]) -> str:
-  """A short hash of what decides the trained function: the base's training bindings overridden by the run's."""
+def run_id(base: Base, bindings: dict[str, Any], extra: Sequence[str] = ()) -> str:
+  """A short hash of what decides the trained function: the base's training bindings overridden by the run's
+  (and its part's own `bindings`, applied last)."""
   identity = {**base.bindings, **{k: v for k, v in bindings.items() if k.split(".")[0] not in ("sweep_point", "checkpoint")}}
-  text = json.dumps(identity, sort_keys=True, default=repr)
+  text = json.dumps([identity, list(extra)], sort_keys=True, default=repr)
   return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def _spec(sweep: spec_lib.SweepSpec, base: Base, *, part: str, role: str | None, size: Size, seed: int, tokens: int,
+def _spec(sweep: spec_lib.SweepSpec, base: Base, *, part, role: str | None, size: Size, seed: int, tokens: int,
           hyper: Hyper, budget: float | None = None, unique_tokens: float | None = None,
           optimizer: dict[str, Any] | None = None, parent: str | None = None, branch_step: int = 0,
           checkpoint_at: Sequence[int] = ()) -> ml_collections.ConfigDict:
@@ -252,12 +273,12 @@ def _spec(sweep: spec_lib.SweepSpec, base: Base, *, part: str, role: str | None,
     bindings[f"optimizer.{key}"] = value
   if checkpoint_at:
     bindings["checkpoint.at_steps"] = list(checkpoint_at)
-  bindings.update({"sweep_point.sweep": sweep.name, "sweep_point.part": part, "sweep_point.budget": budget,
+  bindings.update({"sweep_point.sweep": sweep.name, "sweep_point.part": part.kind, "sweep_point.budget": budget,
                    "sweep_point.convention": sweep.convention, "sweep_point.role": role})
   m = size.model
   compute = size.flops_per_token * hyper.tokens_actual
   out = ml_collections.ConfigDict({
-      "run_id": run_id(base, bindings), "sweep": sweep.name, "part": part, "role": role or "", "seed": seed,
+      "run_id": run_id(base, bindings, part.bindings), "sweep": sweep.name, "part": part.kind, "role": role or "", "seed": seed,
       "size": size.label, "shape": {"width": m.width, "depth": m.depth, "heads": m.heads, "kv_heads": m.kv_heads,
                                     "head_dim": m.head_dim, "mlp_width": m.mlp_width},
       "convention": sweep.convention, "N": size.N, "params_total": param_counts(m)["total"],
@@ -269,7 +290,7 @@ def _spec(sweep: spec_lib.SweepSpec, base: Base, *, part: str, role: str | None,
       "unique_tokens": int(unique_tokens) if unique_tokens is not None else 0,
       "epochs": hyper.tokens_actual / unique_tokens if unique_tokens else 0.0,
       "parent": parent or "", "branch_step": int(branch_step), "mesh": sweep.mesh,
-      "bindings": [f"{k} = {_gin_value(v)}" for k, v in bindings.items()],
+      "bindings": [f"{k} = {_gin_value(v)}" for k, v in bindings.items()] + list(part.bindings),
   })
   out.lock()
   return out
@@ -291,7 +312,7 @@ def _grid(sweep, base, part: spec_lib.Grid) -> list:
           tokens = int(round(d))
           where = f"{part.kind} size {size.label}, D = {tokens:,}"
           hyper = hyperparameters(sweep, base, size, tokens, size.flops_per_token * tokens, where)
-          out.append(_spec(sweep, base, part=part.kind, role=None, size=size, seed=seed, tokens=tokens, hyper=hyper,
+          out.append(_spec(sweep, base, part=part, role=None, size=size, seed=seed, tokens=tokens, hyper=hyper,
                            unique_tokens=u))
   return out
 
@@ -304,7 +325,7 @@ def _isoflop(sweep, base, part: spec_lib.IsoFLOP) -> list:
       where = f"isoflop budget {budget:.3g}, size {size.label} (N = {size.N:.3g})"
       hyper = hyperparameters(sweep, base, size, tokens, budget, where)
       for seed in sweep.seeds:
-        out.append(_spec(sweep, base, part="isoflop", role=None, size=size, seed=seed, tokens=tokens, hyper=hyper,
+        out.append(_spec(sweep, base, part=part, role=None, size=size, seed=seed, tokens=tokens, hyper=hyper,
                          budget=budget))
   return out
 
@@ -338,13 +359,13 @@ def _cooldowns(sweep, base, part: spec_lib.Cooldowns) -> list:
       at = sorted({s for _, _, s in branches})
       parent_steps = at[-1]
       parent_hyper = dataclasses.replace(hyper, steps=parent_steps, tokens_actual=parent_steps * batch_tokens)
-      parent = _spec(sweep, base, part="cooldowns", role="cooldown_parent", size=size, seed=seed,
+      parent = _spec(sweep, base, part=part, role="cooldown_parent", size=size, seed=seed,
                      tokens=parent_steps * batch_tokens, hyper=parent_hyper, checkpoint_at=at,
                      optimizer={"schedule": "constant", "warmup_steps": warmup})
       out.append(parent)
       for d, steps, start in branches:
         branch_hyper = dataclasses.replace(hyper, steps=steps, tokens_actual=steps * batch_tokens)
-        out.append(_spec(sweep, base, part="cooldowns", role="cooldown", size=size, seed=seed, tokens=d,
+        out.append(_spec(sweep, base, part=part, role="cooldown", size=size, seed=seed, tokens=d,
                          hyper=branch_hyper, parent=parent.run_id, branch_step=start,
                          optimizer={"schedule": "wsd", "warmup_steps": warmup,
                                     "cooldown_fraction": part.cooldown_fraction}))

@@ -76,6 +76,7 @@ class Grid:
   tokens_per_param: tuple[float, ...] | None
   unique_tokens: tuple[float, ...] | None
   epochs: tuple[float, ...] | None
+  bindings: tuple[str, ...] = ()
   kind: str = "grid"
 
 
@@ -88,6 +89,7 @@ class IsoFLOP:
   spread: float
   tokens_per_param: float
   prior_fit: str | None
+  bindings: tuple[str, ...] = ()
   kind: str = "isoflop"
 
 
@@ -101,6 +103,7 @@ class Cooldowns:
   tokens_per_param: tuple[float, ...] | None
   cooldown_fraction: float
   warmup_steps: int | None
+  bindings: tuple[str, ...] = ()
   kind: str = "cooldowns"
 
 
@@ -129,6 +132,17 @@ class SweepSpec:
   rules: SizeRules
 
 
+def _bindings(knob: str, values: Any) -> tuple[str, ...]:
+  """A part's own gin bindings ('optimizer.b2 = 0.99', ...): applied to its runs after the sweep's."""
+  if values is None:
+    return ()
+  if isinstance(values, str):
+    values = [values]
+  if not isinstance(values, Sequence) or not all(isinstance(v, str) and "=" in v and "." in v.split("=")[0] for v in values):
+    raise ValueError(f"{knob} must be a list of gin bindings such as 'optimizer.b2 = 0.99', got {values!r}")
+  return tuple(" ".join(v.split()) for v in values)
+
+
 def _token_budgets(part: str, tokens: Any, tokens_per_param: Any, required: bool = True):
   d, r = _positive_numbers(f"{part}.tokens", tokens), _positive_numbers(f"{part}.tokens_per_param", tokens_per_param)
   if d is not None and r is not None:
@@ -141,30 +155,33 @@ def _token_budgets(part: str, tokens: Any, tokens_per_param: Any, required: bool
 @gin.configurable("grid")
 def grid(sizes: Sequence[str] | None = None, params: Sequence[float] | None = None,
          tokens: Sequence[float] | None = None, tokens_per_param: Sequence[float] | None = None,
-         unique_tokens: Sequence[float] | None = None, epochs: Sequence[float] | None = None) -> Grid:
+         unique_tokens: Sequence[float] | None = None, epochs: Sequence[float] | None = None,
+         bindings: Sequence[str] | None = None) -> Grid:
   """Sizes (`sizes` names or `params` target N) x budgets (`tokens`, `tokens_per_param`, or `epochs` of each
-  `unique_tokens`) x the sweep's seeds."""
+  `unique_tokens`) x the sweep's seeds; `bindings` are gin bindings of this part's runs only (an ablation)."""
   names, counts = _sizes("grid", sizes, params)
   u, e = _positive_numbers("grid.unique_tokens", unique_tokens), _positive_numbers("grid.epochs", epochs)
   d, r = _token_budgets("grid", tokens, tokens_per_param, required=e is None)
   if e is not None and (u is None or d is not None or r is not None):
     raise ValueError("grid.epochs needs grid.unique_tokens and replaces grid.tokens / grid.tokens_per_param")
-  return Grid(names, counts, d, r, u, e)
+  return Grid(names, counts, d, r, u, e, _bindings("grid.bindings", bindings))
 
 
 @gin.configurable("data_constrained")
 def data_constrained(sizes: Sequence[str] | None = None, params: Sequence[float] | None = None,
-                     unique_tokens: Sequence[float] | None = None, epochs: Sequence[float] | None = None) -> Grid:
+                     unique_tokens: Sequence[float] | None = None, epochs: Sequence[float] | None = None,
+                     bindings: Sequence[str] | None = None) -> Grid:
   """Sizes x unique-token budgets U x epochs (D = epochs x U): the data-constrained grid of Muennighoff et al."""
   names, counts = _sizes("data_constrained", sizes, params)
   u = _positive_numbers("data_constrained.unique_tokens", unique_tokens, allow_none=False)
   e = _positive_numbers("data_constrained.epochs", epochs, allow_none=False)
-  return Grid(names, counts, None, None, u, e, kind="data_constrained")
+  return Grid(names, counts, None, None, u, e, _bindings("data_constrained.bindings", bindings), kind="data_constrained")
 
 
 @gin.configurable("isoflop")
 def isoflop(budgets: Sequence[float] = gin.REQUIRED, sizes: int = 5, spread: float = 8.0,
-            tokens_per_param: float = 20.0, prior_fit: str | None = None) -> IsoFLOP:
+            tokens_per_param: float = 20.0, prior_fit: str | None = None,
+            bindings: Sequence[str] | None = None) -> IsoFLOP:
   """Compute budgets C (FLOPs, in the sweep's convention); `sizes` sizes per budget spread over a factor
   `spread` in N around the centre N with D/N = `tokens_per_param`, or the N* of `prior_fit` (a fit.json)."""
   c = _positive_numbers("isoflop.budgets", budgets, allow_none=False)
@@ -177,13 +194,14 @@ def isoflop(budgets: Sequence[float] = gin.REQUIRED, sizes: int = 5, spread: flo
   (r,) = _positive_numbers("isoflop.tokens_per_param", tokens_per_param, allow_none=False)
   if prior_fit is not None and not isinstance(prior_fit, str):
     raise ValueError(f"isoflop.prior_fit must be the path of a fit.json, got {prior_fit!r}")
-  return IsoFLOP(c, sizes, float(spread), r, prior_fit)
+  return IsoFLOP(c, sizes, float(spread), r, prior_fit, _bindings("isoflop.bindings", bindings))
 
 
 @gin.configurable("cooldowns")
 def cooldowns(sizes: Sequence[str] | None = None, params: Sequence[float] | None = None,
               tokens: Sequence[float] | None = None, tokens_per_param: Sequence[float] | None = None,
-              cooldown_fraction: float = 0.2, warmup_steps: int | None = None) -> Cooldowns:
+              cooldown_fraction: float = 0.2, warmup_steps: int | None = None,
+              bindings: Sequence[str] | None = None) -> Cooldowns:
   """Per size, a constant-LR run and WSD cooldowns (the last `cooldown_fraction` of each budget's steps)
   branched from its checkpoints at every token budget (Hägele et al. 2024). `warmup_steps` (shared by all
   of a size's runs) defaults to optimizer.warmup_fraction of the smallest budget's steps."""
@@ -193,7 +211,7 @@ def cooldowns(sizes: Sequence[str] | None = None, params: Sequence[float] | None
     raise ValueError(f"cooldowns.cooldown_fraction must be in (0, 1), got {cooldown_fraction!r}")
   if warmup_steps is not None and (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0):
     raise ValueError(f"cooldowns.warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
-  return Cooldowns(names, counts, d, r, float(cooldown_fraction), warmup_steps)
+  return Cooldowns(names, counts, d, r, float(cooldown_fraction), warmup_steps, _bindings("cooldowns.bindings", bindings))
 
 
 def _rule(knob: str, value: Any) -> tuple[float, float, str] | None:

@@ -93,5 +93,6 @@ def summary(rows: Sequence[dict], specs: Sequence[ml_collections.ConfigDict], wo
 def summary_line(s: dict) -> str:
   order = ("done", "running", "starting", "pending", "interrupted", "preempted", "failed")
   parts = [f"{s['counts'][k]} {k}" for k in order if s["counts"].get(k)]
-  eta = f"  ETA {format_eta(s['eta_s'])}" if s["eta_s"] is not None and s["counts"].get("done", 0) < s["total"] else ""
+  finished = s["counts"].get("done", 0) + s["counts"].get("failed", 0)
+  eta = f"  ETA {format_eta(s['eta_s'])}" if s["eta_s"] is not None and finished < s["total"] else ""
   return f"{s['total']} runs: " + ", ".join(parts) + eta
