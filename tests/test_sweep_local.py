@@ -1,0 +1,105 @@
+"""The local launcher end to end: concurrent sweeps, kill -9 and resume, a failing run, device division."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from ckpt_testlib import REPO, scaling_env  # noqa: F401  (a pytest fixture)
+from sweep_testlib import curve, run_ids, run_sweep, starts, state, sweep_args
+
+from scaling.errors import UserError
+from scaling.sweep import claims, local
+
+GRID4 = ("grid.tokens = [10240, 20480]",)
+
+
+@pytest.mark.slow
+def test_two_concurrent_sweeps_run_every_run_exactly_once(tmp_path, scaling_env):
+  root = tmp_path / "sweep"
+  procs = [subprocess.Popen(sweep_args(root, *GRID4), env=scaling_env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  ids = run_ids(root)
+  assert len(ids) == 4
+  for rid in ids:
+    assert state(root, rid) == "done"
+    assert starts(root, rid) == 1, rid
+    steps = [r["step"] for r in curve(root / rid)]
+    assert steps == sorted(set(steps))
+    assert not (root / rid / "claim").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_midway_then_the_same_command_resumes_exactly(tmp_path, scaling_env):
+  long_runs = ("grid.params = [16000]", "grid.tokens = [10240, 51200]", "sweep.seeds = [0]")
+  reference = tmp_path / "reference"
+  assert run_sweep(scaling_env, reference, *long_runs).returncode == 0
+  root = tmp_path / "sweep"
+  sweep = subprocess.Popen(sweep_args(root, *long_runs), env=scaling_env, cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  ids = None
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    time.sleep(0.5)
+    ids = run_ids(root) if root.exists() else []
+    # Kill once one run is done and the other has a checkpoint and metrics past it.
+    if len(ids) == 2 and sorted(state(root, r) for r in ids) == ["done", "running"]:
+      running = next(r for r in ids if state(root, r) == "running")
+      records = curve(root / running)
+      if records and records[-1]["step"] >= 25:
+        break
+  else:
+    pytest.fail("the sweep never reached the middle of its second run")
+  holder = claims.read(root / running)
+  sweep.send_signal(signal.SIGKILL)  # the sweep process only: its worker dies with it (PR_SET_PDEATHSIG)
+  sweep.wait(timeout=30)
+  for _ in range(50):
+    if not claims.alive(holder):
+      break
+    time.sleep(0.2)
+  assert not claims.alive(holder)  # a claim left by a dead process...
+  finished = next(r for r in ids if r != running)
+
+  again = run_sweep(scaling_env, root, *long_runs)
+  assert again.returncode == 0, again.stderr
+  assert starts(root, finished) == 1  # the finished run is not trained again
+  assert starts(root, running) == 2  # the interrupted run is taken over...
+  log = (root / running / "train.log").read_text()
+  assert "resuming" in log  # ...and resumes from its checkpoint
+  worker_logs = "".join(p.read_text() for p in (root / "workers").glob("*.log"))
+  assert "taking over a dead claim" in worker_logs
+  for rid in ids:
+    assert curve(root / rid) == curve(reference / rid)  # bit-exact against the uninterrupted sweep
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, scaling_env):
+  root = tmp_path / "sweep"
+  result = run_sweep(scaling_env, root, "sweep.parts = [@grid(), @bad/grid()]", "bad/grid.params = [16000]",
+                     "bad/grid.tokens = [10240]", "bad/grid.bindings = ['train.learning_rate = 1e9']",
+                     extra=("--workers=2",))
+  assert result.returncode == 1, result.stderr
+  states = {rid: state(root, rid) for rid in run_ids(root)}
+  assert sorted(states.values()) == ["done", "done", "failed"]
+  failed = next(r for r, s in states.items() if s == "failed")
+  assert "non-finite" in result.stderr and failed in result.stderr
+  from scaling import runs
+  assert "training diverged" in runs.read_status(root / failed)["reason"]
+
+
+def test_devices_are_divided_between_workers(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3})
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  slots = local.device_slots(2, platform="cpu")
+  assert [s.cores for s in slots] == [(0, 1), (2, 3)]
+  assert all("--xla_force_host_platform_device_count=4" in s.env["XLA_FLAGS"] for s in slots)
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
+  gpu = local.device_slots(4, platform="gpu")
+  assert [s.env["CUDA_VISIBLE_DEVICES"] for s in gpu] == ["0,1", "2,3", "4,5", "6,7"]
+  with pytest.raises(UserError, match="more than this machine's 4 CPU cores"):
+    local.device_slots(5, platform="cpu")
+  with pytest.raises(UserError, match="workers=1"):
+    local.device_slots(2, platform="tpu")
