@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIRST_STEP = re.compile(r"first step done ([\d.]+) s after process start \(([\d.]+) s of it the step-0 evaluation\)")
+FIRST_STEP = re.compile(r"first step done ([\d.]+) s after process start[^(]*\(([\d.]+) s of it the step-0 evaluation\)")
 
 
 def start_once(run_dir: Path, env: dict, tokens: int, bindings: list[str]) -> tuple[float, float, list[dict]]:

@@ -235,6 +235,7 @@ class _Session:
   status: runs.StatusKeeper
   display: TrainDisplay
   branch: tuple[Path, int | None] | None = None
+  run_start: float = 0.0  # perf_counter when `run` was called (a sweep worker trains many runs in one process)
   step: int = 0
   started: bool = False
   initial_eval_s: float = 0.0
@@ -299,6 +300,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
   state and data position. `stream_wrapper`, if given, is applied to the training iterator (it must keep
   get_state/set_state), to filter or instrument batches.
   """
+  started = time.perf_counter()
   run_dir = runs.check_run_dir(Path(run_dir))
   cfgs = resolve_configs()
   ckpt_cfg = config.build(checkpoint.checkpoint_config)
@@ -329,7 +331,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
   try:
     with PreemptionWatch() as preemption:  # from here on, SIGTERM means: save at the next step boundary
       return _build_and_train(run_dir, cfgs, ckpt_cfg, mesh_shape, preemption, stream_wrapper, identity,
-                              eval_batches, keeper, say, branch)
+                              eval_batches, keeper, say, branch, started)
   except BaseException as e:
     if keeper.state == "running":
       reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
@@ -361,7 +363,7 @@ def xla_flops_cached(cfgs: RunConfigs) -> float | None:
 def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.CheckpointConfig, mesh_shape,
                      preemption: PreemptionWatch, stream_wrapper: Callable | None, identity: dict,
                      eval_host_batches: list, keeper: runs.StatusKeeper, say: Callable[[str], None],
-                     branch: tuple[Path, int | None] | None) -> dict:
+                     branch: tuple[Path, int | None] | None, started: float) -> dict:
   """Compiles the run's program, restores its newest usable checkpoint (if any) and trains to the end."""
   is_writer = jax.process_index() == 0
   t = cfgs.train
@@ -389,7 +391,7 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
       checkpoints=checkpoints, writer=MetricsWriter(run_dir, enabled=False),
       flops_per_token=info["flops_per_token"][flops.MFU_CONVENTION], peak=peak, is_writer=is_writer, say=say,
       preemption=preemption, status=keeper, display=TrainDisplay(t.steps, enabled=is_writer, every=t.log_every),
-      branch=branch)
+      branch=branch, run_start=started)
   try:
     step, state, progress = session.restore()
     session.step = step
@@ -497,9 +499,12 @@ def _first_step_done(s: _Session, metrics: dict) -> None:
   jax.block_until_ready(metrics)
   s.started = True
   age = process_age_s()
+  run_age = time.perf_counter() - s.run_start
   if age is not None:
-    s.say(f"first step done {age:.1f} s after process start ({s.initial_eval_s:.1f} s of it the step-0 evaluation)")
-    s.status.update(startup_s=round(age, 3), initial_eval_s=round(s.initial_eval_s, 3))
+    s.say(f"first step done {age:.1f} s after process start, {run_age:.1f} s after the run's start "
+          f"({s.initial_eval_s:.1f} s of it the step-0 evaluation)")
+  s.status.update(startup_s=round(age, 3) if age is not None else None, run_startup_s=round(run_age, 3),
+                  initial_eval_s=round(s.initial_eval_s, 3))
 
 
 def _diverged(s: _Session, step: int, window: list[dict], nonfinite: tuple[int, str], elapsed: float,

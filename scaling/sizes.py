@@ -72,6 +72,21 @@ def shape_candidates(*, head_dim: int = 64, mlp_ratio: float = 4.0, mlp: str = "
   return out
 
 
+def canonical_shapes(preferred_aspect: float = 64.0, **rule) -> list[tuple[int, int, int, int, int]]:
+  """The shapes `shape_for_params(n)` returns for their own non-embedding count n: asking `model.params = n`
+  for one of them gives exactly it (shapes whose counts nearly tie lose to the one of nearest aspect)."""
+  shapes = shape_candidates(**rule)
+  order = sorted(range(len(shapes)), key=lambda i: shapes[i][4])
+  out = []
+  for rank, i in enumerate(order):
+    n = shapes[i][4]
+    near = [j for j in order[max(0, rank - 64):rank + 64] if round(abs(math.log(shapes[j][4] / n)), 2) == 0.0]
+    best = min(near, key=lambda j: (abs(math.log(shapes[j][0] / shapes[j][1] / preferred_aspect)), j))
+    if best == i:
+      out.append(shapes[i])
+  return out
+
+
 def shape_for_params(
     target: float,
     *,
@@ -127,13 +142,16 @@ def model_config(
     parameterization: str = "standard",
     base_width: int | None = None,
     loss_chunks: int | None = None,
+    min_aspect: float = 32.0,
+    max_aspect: float = 128.0,
 ) -> ModelConfig:
   """The gin knobs of the model: a size name, a target non-embedding count, or an explicit shape.
 
   `model.size = 's'` reads the table; `model.params = 3e5` applies `shape_for_params`; explicit
   width/depth/heads/kv_heads/mlp_width override a size (but not `params`, which picks them all).
   `parameterization = 'mup'` with `base_width` makes the learning rate transfer across widths;
-  `loss_chunks` splits the loss over the sequence (None: automatic). `vocab_size` comes from the
+  `loss_chunks` splits the loss over the sequence (None: automatic). `min_aspect`/`max_aspect` bound
+  width/depth for `params` (tiny CPU models need a lower bound than Kaplan's 32). `vocab_size` comes from the
   tokenizer, not from gin.
   """
   if size is not None and params is not None:
@@ -148,7 +166,10 @@ def model_config(
   elif params is not None:
     if isinstance(params, bool) or not isinstance(params, (int, float)) or not params > 0:
       raise ValueError(f"model.params must be a positive number, got {params!r}")
-    rule = dict(head_dim=head_dim or 64, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=1)
+    if not 0 < min_aspect <= max_aspect:
+      raise ValueError(f"model.min_aspect and model.max_aspect must satisfy 0 < min <= max, got {min_aspect!r}, {max_aspect!r}")
+    rule = dict(head_dim=head_dim or 64, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=1, min_aspect=min_aspect,
+                max_aspect=max_aspect)
     base = dict(zip(("width", "depth", "heads", "mlp_width"), shape_for_params(params, **rule)))
   given = dict(width=width, depth=depth, heads=heads, mlp_width=mlp_width)
   shape = {**base, **{k: v for k, v in given.items() if v is not None}}

@@ -54,3 +54,15 @@ def test_parameterization_knobs_reach_the_model_config():
   cfg = sizes.model_config(vocab_size=258, size="mini", parameterization="mup", base_width=128, loss_chunks=4)
   assert (cfg.parameterization, cfg.base_width, cfg.loss_chunks, cfg.width_multiplier) == ("mup", 128, 4, 2.0)
   assert sizes.model_config(vocab_size=258, size="mini").parameterization == "standard"
+
+
+def test_canonical_shapes_map_back_to_themselves():
+  import random
+
+  from scaling.sizes import canonical_shapes, shape_for_params
+
+  rule = dict(head_dim=32, min_aspect=16.0, max_aspect=128.0)
+  shapes = canonical_shapes(**rule)
+  assert 0 < len(shapes)
+  for width, depth, heads, mlp_width, n in random.Random(0).sample(shapes, 40) + shapes[:10]:
+    assert shape_for_params(n, **rule) == (width, depth, heads, mlp_width)
