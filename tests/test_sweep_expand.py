@@ -129,3 +129,10 @@ def test_flops_per_token_matches_the_trainer_count():
   for s in specs:
     cfg = model_config(vocab_size=base.vocab_size, params=float(s.bindings[1].split("=")[1]))
     assert flops.flops_per_token(cfg, base.train.seq_len)["chinchilla"] == s.flops_per_token
+
+
+def test_an_isoflop_centre_can_be_given():
+  _, _, specs = _expand("sweep.parts = [@isoflop()]", "isoflop.budgets = [8e10]", "isoflop.sizes = 3",
+                        "isoflop.spread = 4", "isoflop.centre = 1.2e5", "sweep.min_steps = 5")
+  ns = sorted(s.N for s in specs)
+  assert ns[0] < 1.2e5 < ns[-1] and 2.5 < ns[-1] / ns[0] < 7

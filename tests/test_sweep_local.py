@@ -103,3 +103,28 @@ def test_devices_are_divided_between_workers(monkeypatch):
     local.device_slots(5, platform="cpu")
   with pytest.raises(UserError, match="workers=1"):
     local.device_slots(2, platform="tpu")
+
+
+@pytest.mark.slow
+def test_ctrl_c_preempts_the_runs_and_the_same_command_resumes(tmp_path, scaling_env):
+  root = tmp_path / "sweep"
+  bindings = ("grid.params = [16000]", "grid.tokens = [40960]")
+  sweep = subprocess.Popen(sweep_args(root, *bindings), env=scaling_env, cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    time.sleep(0.3)
+    ids = run_ids(root) if root.exists() else []
+    if ids and curve(root / ids[0]) and curve(root / ids[0])[-1]["step"] >= 15:
+      break
+  else:
+    pytest.fail("the run never started")
+  os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+  _, err = sweep.communicate(timeout=120)
+  assert sweep.returncode == 128 + signal.SIGINT, err
+  assert "run the same command to resume" in err
+  (rid,) = ids
+  assert state(root, rid) == "preempted"  # saved at a step boundary, not failed
+  again = run_sweep(scaling_env, root, *bindings)
+  assert again.returncode == 0, again.stderr
+  assert state(root, rid) == "done" and "resuming" in (root / rid / "train.log").read_text()

@@ -18,6 +18,7 @@ from scaling.sweep import spec
     (lambda: spec.isoflop(budgets=[-1e12]), "isoflop.budgets must hold positive numbers"),
     (lambda: spec.isoflop(budgets=[1e12], sizes=0), "isoflop.sizes"),
     (lambda: spec.isoflop(budgets=[1e12], spread=0.5), "isoflop.spread"),
+    (lambda: spec.isoflop(budgets=[1e12], centre=1e5, prior_fit="f.json"), "not both"),
     (lambda: spec.cooldowns(params=[1e5], tokens=[1e6], cooldown_fraction=1.5), "cooldown_fraction"),
     (lambda: spec.size_rules(learning_rate=(1.0, -0.5, "X")), "size_rules.learning_rate"),
     (lambda: spec.size_rules(batch_tokens=(-1.0, 0.3, "C")), "coefficient must be positive"),

@@ -46,7 +46,8 @@ def run(df: pd.DataFrame, convention: Mapping[str, Any], opts: Options, inputs: 
   train, test = holdout.split(df, opts.holdout, opts.budget_tol) if opts.holdout else (df, None)
   fit_ = {3: _approach3, 2: _approach2, 1: _approach1}[opts.approach](train, opts)
   fit_.update(version=VERSION, approach=opts.approach, convention=dict(convention), points=points,
-              n_points=len(train), n_runs=int(train["run"].nunique()), level=opts.level,
+              n_points=len(train), n_runs=int(train["run"].nunique()), runs=sorted(map(str, train["run"].unique())),
+              level=opts.level,
               inputs=[str(i) for i in inputs])
   if test is not None:
     rows = holdout.evaluate(fit_, test, opts.budget_tol)

@@ -201,6 +201,9 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
             f"{k}* interval": _interval_text(t[k]) for k in ("N", "D", "loss") if "interval" in t[k]}})
   runs = (df.sort_values("D").groupby("run").agg(N=("N", "first"), D=("D", "last"), C=("C", "last"),
                                                   loss=("loss", "last"), points=("loss", "size")).reset_index())
+  # Which runs give a law its final point: finished runs (a cooldown sweep's constant-LR parent does not).
+  finished = set(df.loc[df["final"].astype(bool), "run"]) if "final" in df.columns else set(runs["run"])
+  runs["final point"] = runs["run"].isin(finished).map({True: "yes", False: "no"})
   return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{_CSS}</style>"
           f"</head><body><h1>scaling-law report</h1><p>inputs: {html.escape(', '.join(map(str, inputs)))}</p>"
           + _convention(convention) + opening

@@ -179,7 +179,9 @@ def _prior_centre(fit_path: str, convention: str, budget: float) -> float:
 
 def isoflop_sizes(base: Base, convention: str, part: spec_lib.IsoFLOP, budget: float) -> list[Size]:
   """`part.sizes` distinct sizes spread evenly in log N over `part.spread` around the budget's centre."""
-  if part.prior_fit:
+  if part.centre:
+    centre = part.centre
+  elif part.prior_fit:
     centre = _prior_centre(part.prior_fit, convention, budget)
   else:
     centre = _centre(base, convention, budget, part.tokens_per_param).N

@@ -89,6 +89,7 @@ class IsoFLOP:
   spread: float
   tokens_per_param: float
   prior_fit: str | None
+  centre: float | None = None
   bindings: tuple[str, ...] = ()
   kind: str = "isoflop"
 
@@ -180,10 +181,11 @@ def data_constrained(sizes: Sequence[str] | None = None, params: Sequence[float]
 
 @gin.configurable("isoflop")
 def isoflop(budgets: Sequence[float] = gin.REQUIRED, sizes: int = 5, spread: float = 8.0,
-            tokens_per_param: float = 20.0, prior_fit: str | None = None,
+            tokens_per_param: float = 20.0, prior_fit: str | None = None, centre: float | None = None,
             bindings: Sequence[str] | None = None) -> IsoFLOP:
   """Compute budgets C (FLOPs, in the sweep's convention); `sizes` sizes per budget spread over a factor
-  `spread` in N around the centre N with D/N = `tokens_per_param`, or the N* of `prior_fit` (a fit.json)."""
+  `spread` in N around a centre: the N with D/N = `tokens_per_param`, the N* of `prior_fit` (a fit.json),
+  or `centre` (one N, in the sweep's convention, for every budget)."""
   c = _positive_numbers("isoflop.budgets", budgets, allow_none=False)
   if isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1:
     raise ValueError(f"isoflop.sizes must be a whole number >= 1, got {sizes!r}")
@@ -194,7 +196,11 @@ def isoflop(budgets: Sequence[float] = gin.REQUIRED, sizes: int = 5, spread: flo
   (r,) = _positive_numbers("isoflop.tokens_per_param", tokens_per_param, allow_none=False)
   if prior_fit is not None and not isinstance(prior_fit, str):
     raise ValueError(f"isoflop.prior_fit must be the path of a fit.json, got {prior_fit!r}")
-  return IsoFLOP(c, sizes, float(spread), r, prior_fit, _bindings("isoflop.bindings", bindings))
+  if centre is not None:
+    (centre,) = _positive_numbers("isoflop.centre", centre, allow_none=False)
+    if prior_fit is not None:
+      raise ValueError("set isoflop.centre or isoflop.prior_fit, not both")
+  return IsoFLOP(c, sizes, float(spread), r, prior_fit, centre, _bindings("isoflop.bindings", bindings))
 
 
 @gin.configurable("cooldowns")

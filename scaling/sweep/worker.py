@@ -94,6 +94,9 @@ def work(root: Path, run_ids: Sequence[str], poll_s: float = POLL_S, say=print) 
   """Trains every given run that is not done or failed, as claims allow; returns 0, or 143 after a SIGTERM."""
   stop = {"now": False}
   previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+  # Ctrl-C reaches the whole process group; the launcher turns it into a SIGTERM (checkpoint, `preempted`),
+  # so a worker must not die of it mid-step (a KeyboardInterrupt would record the run as failed).
+  previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
     specs = {rid: root_lib.read_spec(root / rid) for rid in run_ids}
     while not stop["now"]:
@@ -137,6 +140,7 @@ def work(root: Path, run_ids: Sequence[str], poll_s: float = POLL_S, say=print) 
     return 143
   finally:
     signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGINT, previous_int)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
