@@ -410,7 +410,7 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
       _keep_parent(run_dir, info)
       runs.write_run_info(run_dir, info)
       if step and not own and not runs.read_metrics(run_dir):
-        runs.write_metrics(run_dir, [r for r in runs.read_metrics(branch[0]) if r["step"] <= step])
+        runs.write_metrics(run_dir, inherited_records(runs.read_metrics(branch[0]), step, t))
     # From scratch, nothing is kept (not even an old step-0 record); else everything up to the restored step.
     session.writer = MetricsWriter(run_dir, enabled=is_writer, start_step=step if step else -1)
     session.set_status("running", step)
@@ -421,6 +421,25 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
     session.display.close()
     session.writer.close()
     checkpoints.close()
+
+
+def _on_cadence(step: int, t) -> tuple[bool, bool]:
+  """(log, eval): whether the record cadence alone writes a record, and an evaluation, at `step`."""
+  return step % t.log_every == 0, bool(t.eval_every) and step % t.eval_every == 0
+
+
+def inherited_records(parent: list[dict], step: int, t) -> list[dict]:
+  """The parent's records a branch at `step` starts with: those a straight-through run would have written.
+
+  The parent's record at `step` exists only because it was the parent's last step unless the branch's
+  cadence writes one there too (then without the evaluation when the cadence evaluates elsewhere).
+  """
+  logs, evals = _on_cadence(step, t)
+  kept = [r for r in parent if r["step"] < step]
+  at_step = next((r for r in parent if r["step"] == step), None)
+  if at_step is not None and (logs or evals):
+    kept.append(at_step if evals else {k: v for k, v in at_step.items() if not k.startswith("eval_")})
+  return kept
 
 
 def _keep_parent(run_dir: Path, info: dict) -> None:
@@ -456,8 +475,8 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       _first_step_done(s, metrics)
     step = s.step = step + 1
     is_last = step == t.steps
-    is_eval = is_last or (t.eval_every and step % t.eval_every == 0)
-    is_record = is_last or is_eval or step % t.log_every == 0
+    is_eval = is_last or _on_cadence(step, t)[1]
+    is_record = is_last or any(_on_cadence(step, t))
     preempted = s.preemption.reached(step)
     saving = preempted or is_last or s.checkpoints.should_save(step)
     if not (is_record or saving):
@@ -470,6 +489,9 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       record = s.writer.kept[-1] if s.writer.kept else {}
       window, window_start = list(progress.window), time.perf_counter() - progress.window_elapsed_s
       continue
+    # A branch taken at this checkpoint must go on as the straight-through run would; that run writes no
+    # record here unless the cadence says so, so the last step's own record leaves the saved window intact.
+    kept_window, kept_elapsed = (window, time.perf_counter() - window_start) if not any(_on_cadence(step, t)) else ([], 0.0)
     if is_record:
       record = _train_record(step, t, window, time.perf_counter() - window_start, s.flops_per_token, s.peak)
       if is_eval:
@@ -479,8 +501,7 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       s.status.update(step=step)
       window, window_start = [], time.perf_counter()
     if saving:
-      elapsed = time.perf_counter() - window_start if window else 0.0
-      s.checkpoints.save(step, state, s.data, dataclasses.replace(progress, window=window, window_elapsed_s=elapsed))
+      s.checkpoints.save(step, state, s.data, dataclasses.replace(progress, window=kept_window, window_elapsed_s=kept_elapsed))
     if preempted and not is_last:
       s.checkpoints.wait()
       s.set_status("preempted", step, f"SIGTERM: checkpoint saved at step {step}")

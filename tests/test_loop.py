@@ -148,3 +148,13 @@ def test_eval_tokens_beyond_the_validation_split_is_refused_before_work(tmp_path
   with pytest.raises(UserError, match="validation split"):
     loop.run(tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_a_branch_inherits_only_the_records_a_straight_run_writes():
+  class Cadence:
+    log_every, eval_every = 5, 10
+  parent = [{"step": s, "train_loss": 1.0, "eval_loss": 2.0} for s in (0, 5, 10, 15, 20)] + [{"step": 22, "eval_loss": 2.0}]
+  assert [r["step"] for r in loop.inherited_records(parent, 22, Cadence)] == [0, 5, 10, 15, 20]  # 22: the parent's last step only
+  assert [r["step"] for r in loop.inherited_records(parent, 20, Cadence)] == [0, 5, 10, 15, 20]
+  at_15 = loop.inherited_records(parent, 15, Cadence)
+  assert at_15[-1] == {"step": 15, "train_loss": 1.0}  # logged but not evaluated on the branch's cadence

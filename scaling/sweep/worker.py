@@ -32,18 +32,26 @@ POLL_S = 2.0
 
 @contextlib.contextmanager
 def _output_to(path: Path) -> Iterator[None]:
-  """Sends this process's stdout and stderr (Python's and the C libraries') to a file, then restores them."""
+  """Sends this process's stdout and stderr (Python's and the C libraries') to a file, then restores them.
+
+  Python's streams are rebound to the file descriptors too, since whoever started us (a test runner, a
+  notebook) may have replaced `sys.stdout`/`sys.stderr` with objects that do not write to fds 1 and 2.
+  """
   sys.stdout.flush()
   sys.stderr.flush()
   saved = os.dup(1), os.dup(2)
+  streams = sys.stdout, sys.stderr
   with open(path, "a") as f:
     os.dup2(f.fileno(), 1)
     os.dup2(f.fileno(), 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     try:
       yield
     finally:
-      sys.stdout.flush()
-      sys.stderr.flush()
+      sys.stdout.close()
+      sys.stderr.close()
+      sys.stdout, sys.stderr = streams
       os.dup2(saved[0], 1)
       os.dup2(saved[1], 2)
       os.close(saved[0])
