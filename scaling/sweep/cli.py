@@ -89,12 +89,16 @@ def sweep(args: argparse.Namespace) -> int:
     warnings += bracket_warnings(specs, args.prior_fit)
   if args.dry_run:
     seconds_per_flop, hardware = _seconds_per_flop(sweep_spec.expected_mfu)
-    rows = [table.plan_row(s, seconds_per_flop) for s in specs]
-    print(table.format_table(rows, table.PLAN_COLUMNS))
-    total = sum(s.C for s in specs)
-    est = f", about {table.format_eta(total * seconds_per_flop / args.workers)} with {args.workers} worker(s)" if seconds_per_flop else ""
-    print(f"\n{len(specs)} runs, {total:.3g} FLOPs in total ({sweep_spec.convention} convention){est}")
-    print(f"estimate: {hardware}, at MFU {sweep_spec.expected_mfu:g} (sweep.expected_mfu)")
+    # The workers divide the machine: a run gets 1/K of its peak, and the sweep as a whole all of it.
+    per_run = seconds_per_flop * args.workers if seconds_per_flop else None
+    rows = [table.plan_row(s, per_run) for s in specs]
+    print(table.format_table(rows, table.columns(table.PLAN_COLUMNS, specs)))
+    total = sum(table.trained_flops(s) for s in specs)
+    est = f", about {table.format_eta(total * seconds_per_flop)} with {args.workers} worker(s)" if seconds_per_flop else ""
+    branches = "; cooldown branches from their branch step" if any(s.parent for s in specs) else ""
+    print(f"\n{len(specs)} runs, {total:.3g} FLOPs in total ({sweep_spec.convention} convention{branches}){est}")
+    print(f"estimate: {hardware}, at MFU {sweep_spec.expected_mfu:g} (sweep.expected_mfu); "
+          f"each run on 1/{args.workers} of it (est column)")
     for w in warnings:
       print(f"warning: {w}")
     return 0
@@ -123,8 +127,8 @@ def sweep(args: argparse.Namespace) -> int:
   if code:
     print(f"scaling sweep: stopped; run the same command to resume", file=sys.stderr)
     return code
-  print(f"scaling sweep: {table.summary_line(table.summary(rows, specs))}; fit it with: scaling fit {root}",
-        file=sys.stderr)
+  counts = "" if todo else f"{table.summary_line(table.summary(rows, specs))}; "  # else the view's last line says it
+  print(f"scaling sweep: {counts}fit it with: scaling fit {root}", file=sys.stderr)
   return 1 if failed else 0
 
 
@@ -134,9 +138,10 @@ def status(args: argparse.Namespace) -> int:
   root = Path(args.root)
   specs = root_lib.read_specs(root)
   rows = [table.status_row(root, s) for s in specs]
-  print(table.format_table(rows, table.STATUS_COLUMNS))
+  print(table.format_table(rows, table.columns(table.STATUS_COLUMNS, specs)))
   print()
-  print(table.summary_line(table.summary(rows, specs)))
+  running = sum(1 for r in rows if r["state"] == "running")  # the ETA assumes the workers now running go on
+  print(table.summary_line(table.summary(rows, specs, workers=max(running, 1))))
   for r in rows:
     if r["state"] == "failed":
       print(f"failed {r['run']}: {r['reason']}")

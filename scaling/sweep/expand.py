@@ -279,11 +279,11 @@ def _spec(sweep: spec_lib.SweepSpec, base: Base, *, part, role: str | None, size
   if checkpoint_at:
     bindings["checkpoint.at_steps"] = list(checkpoint_at)
   bindings.update({"sweep_point.sweep": sweep.name, "sweep_point.part": part.kind, "sweep_point.budget": budget,
-                   "sweep_point.convention": sweep.convention, "sweep_point.role": role})
+                   "sweep_point.convention": sweep.convention, "sweep_point.role": role, "sweep_point.scope": part.scope})
   m = size.model
   compute = size.flops_per_token * hyper.tokens_actual
   out = ml_collections.ConfigDict({
-      "run_id": run_id(base, bindings, part.bindings), "sweep": sweep.name, "part": part.kind, "role": role or "", "seed": seed,
+      "run_id": run_id(base, bindings, part.bindings), "sweep": sweep.name, "part": part.kind, "scope": part.scope, "role": role or "", "seed": seed,
       "size": size.label, "shape": {"width": m.width, "depth": m.depth, "heads": m.heads, "kv_heads": m.kv_heads,
                                     "head_dim": m.head_dim, "mlp_width": m.mlp_width},
       "convention": sweep.convention, "N": size.N, "params_total": param_counts(m)["total"],

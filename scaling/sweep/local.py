@@ -68,7 +68,7 @@ def device_slots(workers: int, platform: str | None = None) -> list[Slot]:
                  f"GPUs {','.join(_split(gpus, workers, i))}") for i in range(workers)]
   if platform == "tpu":
     if workers != 1:
-      raise UserError("on a TPU VM one process drives all chips: use --workers=1 (or --launcher=tpu for slices)")
+      raise UserError("on a TPU VM one process drives all chips: use --workers=1")
     return [Slot({}, tuple(cores), "all TPU chips")]
   if workers > len(cores):
     raise UserError(f"--workers={workers} is more than this machine's {len(cores)} CPU cores")

@@ -78,6 +78,7 @@ class Grid:
   epochs: tuple[float, ...] | None
   bindings: tuple[str, ...] = ()
   kind: str = "grid"
+  scope: str = ""  # the gin scope of a part used twice (`@b2/grid()`), shown as `b2/grid`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,7 @@ class IsoFLOP:
   centre: float | None = None
   bindings: tuple[str, ...] = ()
   kind: str = "isoflop"
+  scope: str = ""  # the gin scope of a part used twice (`@b2/grid()`), shown as `b2/grid`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Cooldowns:
   warmup_steps: int | None
   bindings: tuple[str, ...] = ()
   kind: str = "cooldowns"
+  scope: str = ""  # the gin scope of a part used twice (`@b2/grid()`), shown as `b2/grid`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +168,7 @@ def grid(sizes: Sequence[str] | None = None, params: Sequence[float] | None = No
   d, r = _token_budgets("grid", tokens, tokens_per_param, required=e is None)
   if e is not None and (u is None or d is not None or r is not None):
     raise ValueError("grid.epochs needs grid.unique_tokens and replaces grid.tokens / grid.tokens_per_param")
-  return Grid(names, counts, d, r, u, e, _bindings("grid.bindings", bindings))
+  return Grid(names, counts, d, r, u, e, _bindings("grid.bindings", bindings), scope=gin.current_scope_str())
 
 
 @gin.configurable("data_constrained")
@@ -176,7 +179,8 @@ def data_constrained(sizes: Sequence[str] | None = None, params: Sequence[float]
   names, counts = _sizes("data_constrained", sizes, params)
   u = _positive_numbers("data_constrained.unique_tokens", unique_tokens, allow_none=False)
   e = _positive_numbers("data_constrained.epochs", epochs, allow_none=False)
-  return Grid(names, counts, None, None, u, e, _bindings("data_constrained.bindings", bindings), kind="data_constrained")
+  return Grid(names, counts, None, None, u, e, _bindings("data_constrained.bindings", bindings), kind="data_constrained",
+              scope=gin.current_scope_str())
 
 
 @gin.configurable("isoflop")
@@ -200,7 +204,8 @@ def isoflop(budgets: Sequence[float] = gin.REQUIRED, sizes: int = 5, spread: flo
     (centre,) = _positive_numbers("isoflop.centre", centre, allow_none=False)
     if prior_fit is not None:
       raise ValueError("set isoflop.centre or isoflop.prior_fit, not both")
-  return IsoFLOP(c, sizes, float(spread), r, prior_fit, centre, _bindings("isoflop.bindings", bindings))
+  return IsoFLOP(c, sizes, float(spread), r, prior_fit, centre, _bindings("isoflop.bindings", bindings),
+                 scope=gin.current_scope_str())
 
 
 @gin.configurable("cooldowns")
@@ -217,7 +222,8 @@ def cooldowns(sizes: Sequence[str] | None = None, params: Sequence[float] | None
     raise ValueError(f"cooldowns.cooldown_fraction must be in (0, 1), got {cooldown_fraction!r}")
   if warmup_steps is not None and (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0):
     raise ValueError(f"cooldowns.warmup_steps must be a whole number >= 0, got {warmup_steps!r}")
-  return Cooldowns(names, counts, d, r, float(cooldown_fraction), warmup_steps, _bindings("cooldowns.bindings", bindings))
+  return Cooldowns(names, counts, d, r, float(cooldown_fraction), warmup_steps, _bindings("cooldowns.bindings", bindings),
+                   scope=gin.current_scope_str())
 
 
 def _rule(knob: str, value: Any) -> tuple[float, float, str] | None:
@@ -278,13 +284,14 @@ def sweep_spec(name: str = gin.REQUIRED, parts: Sequence = gin.REQUIRED, seeds: 
 
 @gin.configurable("sweep_point")
 def sweep_point(sweep: str | None = None, part: str | None = None, budget: float | None = None,
-                convention: str | None = None, role: str | None = None) -> dict | None:
+                convention: str | None = None, role: str | None = None, scope: str | None = None) -> dict | None:
   """What a run is within its sweep (written by the sweep, recorded in run.json `sweep`; None outside a sweep).
 
   `budget` is the planned compute budget C of an IsoFLOP run (in `convention`): the fitter groups runs
   by it instead of by the C each one happens to reach. `role` is `cooldown_parent` for the constant-LR
-  run that cooldowns branch from (its own end is no point of a law), `cooldown` for a branch.
+  run that cooldowns branch from (its own end is no point of a law), `cooldown` for a branch. `scope` is
+  the gin scope of a part used twice (`@b2/grid()`: 'b2'), '' otherwise.
   """
   if sweep is None:
     return None
-  return {"name": sweep, "part": part, "budget": budget, "convention": convention, "role": role}
+  return {"name": sweep, "part": part, "budget": budget, "convention": convention, "role": role, "scope": scope or ""}

@@ -20,15 +20,30 @@ PLAN_COLUMNS = ("run", "part", "shape", "N", "D", "C", "D/N", "batch", "lr", "st
 STATUS_COLUMNS = ("run", "part", "shape", "N", "D", "C", "D/N", "steps", "state", "step", "eval_loss", "tok/s")
 
 
+def trained_flops(spec: ml_collections.ConfigDict) -> float:
+  """The FLOPs a run itself trains: its C, less the steps a cooldown branch inherits from its parent."""
+  return spec.C * (spec.steps - spec.branch_step) / spec.steps if spec.parent else spec.C
+
+
 def plan_row(spec: ml_collections.ConfigDict, seconds_per_flop: float | None) -> dict:
-  """The planned columns of one run (est: its training time at the stated MFU of this machine's peak)."""
-  part = spec.part + (f"@{spec.budget:.2g}" if spec.budget else "") + (" parent" if spec.role == "cooldown_parent" else "")
+  """The planned columns of one run (est: the time it trains, a branch from its branch step, at `seconds_per_flop`)."""
+  scope = spec.get("scope", "")
+  part = (f"{scope}/" if scope else "") + spec.part + (f"@{spec.budget:.2g}" if spec.budget else "")
+  part += " parent" if spec.role == "cooldown_parent" else ""
   return {
-      "run": spec.run_id, "part": part, "shape": f"{spec.shape.width}x{spec.shape.depth}", "N": format_count(spec.N),
+      "run": spec.run_id, "part": part, "seed": str(spec.seed), "shape": f"{spec.shape.width}x{spec.shape.depth}", "N": format_count(spec.N),
       "D": format_count(spec.tokens_actual), "C": f"{spec.C:.3g}", "D/N": f"{spec.tokens_per_param:.3g}",
       "batch": str(spec.global_batch), "lr": f"{spec.learning_rate:.3g}", "steps": str(spec.steps),
-      "est": format_eta(spec.C * seconds_per_flop) if seconds_per_flop else "?",
+      "est": format_eta(trained_flops(spec) * seconds_per_flop) if seconds_per_flop else "?",
   }
+
+
+def columns(base: Sequence[str], specs: Sequence[ml_collections.ConfigDict]) -> tuple[str, ...]:
+  """The columns to print: `base`, with a `seed` column after `part` when the sweep has several seeds."""
+  if len({s.seed for s in specs}) < 2:
+    return tuple(base)
+  i = list(base).index("part") + 1
+  return (*base[:i], "seed", *base[i:])
 
 
 def run_state(run_dir: Path, now: float | None = None) -> dict:
