@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 
 from scaling import config
 
@@ -28,7 +28,9 @@ def add_parser(subparsers) -> None:
   p.add_argument(
       "--distributed",
       action="store_true",
-      help="call jax.distributed.initialize() first (auto-detects TPU pods and SLURM; implied by JAX_COORDINATOR_ADDRESS)",
+      help="join a multi-process job even when the environment names none (JAX's detection, e.g. a TPU VM); "
+      "implied by JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID, by srun with several tasks, "
+      "and by TPU_WORKER_ID + TPU_WORKER_HOSTNAMES",
   )
   p.set_defaults(func=run)
 
@@ -37,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
   import jax  # noqa: F401  (imported here so `scaling --help` stays fast)
 
   from scaling import loop
+  from scaling.launch import distributed
 
   gin_files = args.gin_file or [str(config.DEFAULT_EXPERIMENT)]
   config.parse(gin_files, args.gin_bindings)
-  if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  joined = distributed.initialize(force=args.distributed)
+  if joined and jax.process_index() == 0:
+    print(f"scaling train: multi-process: {joined}", file=sys.stderr, flush=True)
   record = loop.run(args.run_dir, args.mesh, branch_from=args.branch_from)
   if jax.process_index() == 0 and record and not record.get("preempted"):
     shown = {k: record[k] for k in ("step", "train_loss", "eval_loss", "eval_bits_per_byte") if k in record}

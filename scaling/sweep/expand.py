@@ -30,8 +30,9 @@ from scaling.sizes import SHAPE_KNOBS, model_config
 from scaling.sweep import spec as spec_lib
 from scaling.train import TrainConfig, train_config
 
-# Configurables a sweep owns: their bindings describe the sweep, not a run's training.
-SWEEP_CONFIGURABLES = ("sweep", "grid", "isoflop", "data_constrained", "cooldowns", "size_rules", "sweep_point")
+# Configurables a sweep owns: their bindings describe the sweep or where it runs, not a run's training.
+SWEEP_CONFIGURABLES = ("sweep", "grid", "isoflop", "data_constrained", "cooldowns", "size_rules", "sweep_point",
+                       "slurm", "tpu")
 # Knobs that do not change the trained function (cadence, checkpoint policy): left out of the run id.
 IDENTITY_EXEMPT = {"train": ("eval_every", "eval_tokens", "log_every"), "checkpoint": None}
 COUNT_KEY = {"params_total": "total", "params_non_embedding": "non_embedding"}

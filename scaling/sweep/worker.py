@@ -59,19 +59,26 @@ def _output_to(path: Path) -> Iterator[None]:
 
 
 def _fail(run_dir: Path, reason: str) -> None:
-  """Records a failure unless the run is already done (a done run is never marked otherwise)."""
+  """Records a failure unless the run is already done (a done run is never marked otherwise); process 0 only."""
+  import jax
+
+  if jax.process_index() != 0:
+    return
   status = runs.read_status(run_dir)
   if status["state"] != "done":
     runs.set_status(run_dir, "failed", status.get("step", 0), reason)
 
 
-def train_one(root: Path, run_id: str) -> dict:
-  """Trains one run of the sweep in this process from its spec.gin; returns the last record (or {})."""
+def train_one(root: Path, run_id: str, log: bool = True) -> dict:
+  """Trains one run of the sweep in this process from its spec.gin; returns the last record (or {}).
+
+  `log`: this process's output goes to the run's train.log (in a multi-process job, process 0's only).
+  """
   from scaling import config, loop
 
   run_dir = root / run_id
   spec = root_lib.read_spec(run_dir)
-  with _output_to(run_dir / root_lib.TRAIN_LOG):
+  with _output_to(run_dir / root_lib.TRAIN_LOG) if log else contextlib.nullcontext():
     print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(root_lib.train_command(root, spec))}",
           flush=True)
     try:
