@@ -53,12 +53,20 @@ def train(root: Path, run_id: str) -> int:
   """Trains the run on all processes of this job; returns the exit status (see the module doc)."""
   import jax
 
-  from scaling.sweep import claims, worker
+  from scaling.sweep import claims, root as root_lib, worker
 
   run_dir = root / run_id
   if not (run_dir / "spec.json").exists():
     raise UserError(f"{run_dir}: not a run of the sweep root {root} (no spec.json)")
   lead = jax.process_index() == 0
+  spec = root_lib.read_spec(run_dir)
+  if spec.parent and runs.read_status(root / spec.parent)["state"] != "done":
+    parent = runs.read_status(root / spec.parent)["state"]
+    if lead and parent == "failed":
+      runs.set_status(run_dir, "failed", 0, f"its parent run {spec.parent} failed")
+    if lead:
+      print(f"scaling task: {run_id} branches from {spec.parent}, which is {parent}; not trained", file=sys.stderr)
+    return 1
   claim = None
   if lead and runs.read_status(run_dir)["state"] != "done":
     claim = claims.try_claim(run_dir)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from scaling.errors import UserError
@@ -17,8 +15,12 @@ def add_parser(subparsers) -> None:
       description="Expand SPEC.gin into ROOT/<run_id>/ and train every run that is not done (docs/sweeps.md).")
   p.add_argument("spec", metavar="SPEC.gin", help="the sweep's gin file (a path, or a name under configs/)")
   p.add_argument("--root", required=True, help="the sweep root: one run directory per run, plus sweep.gin")
-  p.add_argument("--launcher", default="local", choices=["local"], help="where runs train (local: this machine)")
-  p.add_argument("--workers", type=int, default=1, help="worker processes; the devices are divided between them")
+  p.add_argument("--launcher", default="local", choices=["local", "slurm", "tpu"],
+                 help="where runs train: local (this machine), slurm (job arrays), tpu (Cloud TPU VMs via gcloud)")
+  p.add_argument("--workers", type=int, default=1,
+                 help="local: worker processes; the devices are divided between them")
+  p.add_argument("--detach", action="store_true",
+                 help="slurm: submit and return instead of watching the jobs to the end")
   p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                  help="print the table of runs and the total compute; write nothing")
   p.add_argument("--gin_bindings", action="append", default=[], help="extra binding, e.g. 'isoflop.sizes = 7'")
@@ -70,8 +72,7 @@ def bracket_warnings(specs, fit_path: str) -> list[str]:
 
 def sweep(args: argparse.Namespace) -> int:
   from scaling import config, runs
-  from scaling.sweep import expand, local, root as root_lib, table
-  from scaling.sweep.view import SweepView
+  from scaling.sweep import expand, root as root_lib, table
 
   if args.workers < 1:
     raise UserError(f"--workers must be at least 1, got {args.workers}")
@@ -101,7 +102,11 @@ def sweep(args: argparse.Namespace) -> int:
           f"each run on 1/{args.workers} of it (est column)")
     for w in warnings:
       print(f"warning: {w}")
-    return 0
+    return _launcher_dry_run(args, Path(args.root), specs)
+  if args.launcher == "slurm":
+    from scaling.launch import slurm
+
+    slurm.preflight(specs)  # bad cluster input stops the sweep before its root is written
   root = root_lib.check_root(Path(args.root))
   for w in warnings:
     print(f"scaling sweep: warning: {w}", file=sys.stderr)
@@ -114,22 +119,56 @@ def sweep(args: argparse.Namespace) -> int:
         states[rid] = "pending"
   todo = [s.run_id for s in specs if states[s.run_id] not in ("done", "failed")]
   done = sum(1 for v in states.values() if v == "done")
-  print(f"scaling sweep: {root}: {len(specs)} runs, {done} done, {len(todo)} to train with {args.workers} worker(s)",
-        file=sys.stderr, flush=True)
+  how = f"with {args.workers} worker(s)" if args.launcher == "local" else f"on {args.launcher}"
+  print(f"scaling sweep: {root}: {len(specs)} runs, {done} done, {len(todo)} to train {how}", file=sys.stderr, flush=True)
   code = 0
   if todo:
-    view = SweepView(root, specs, args.workers)
-    code = local.run(root, todo, args.workers, view.show)
+    code = _launch(args, root, specs, todo)
+    if args.detach and args.launcher == "slurm":
+      return code
   rows = [table.status_row(root, s) for s in specs]
   failed = [r for r in rows if r["state"] == "failed"]
   for r in failed:
     print(f"scaling sweep: failed {r['run']} ({r['part']} {r['shape']}): {r['reason']}", file=sys.stderr)
   if code:
-    print(f"scaling sweep: stopped; run the same command to resume", file=sys.stderr)
+    print("scaling sweep: stopped; run the same command to resume", file=sys.stderr)
     return code
   counts = "" if todo else f"{table.summary_line(table.summary(rows, specs))}; "  # else the view's last line says it
   print(f"scaling sweep: {counts}fit it with: scaling fit {root}", file=sys.stderr)
   return 1 if failed else 0
+
+
+def _launcher_dry_run(args: argparse.Namespace, root: Path, specs) -> int:
+  """After the table: what the cluster launcher would submit or run."""
+  if args.launcher == "local":
+    return 0
+  print()
+  if args.launcher == "slurm":
+    from scaling.launch import slurm
+
+    return slurm.dry_run(root.absolute(), specs)
+  from scaling.launch import tpu
+
+  return tpu.launch(root.absolute(), specs, [s.run_id for s in specs], dry_run=True)
+
+
+def _launch(args: argparse.Namespace, root: Path, specs, todo: list[str]) -> int:
+  """Trains the runs still to do with the chosen launcher; returns its exit status."""
+  from scaling.sweep import local
+  from scaling.sweep.view import SweepView
+
+  say = lambda line: print(line, file=sys.stderr, flush=True)
+  if args.launcher == "slurm":
+    from scaling.launch import slurm
+
+    view = SweepView(root, specs, 1)
+    return slurm.launch(root.absolute(), [s for s in specs if s.run_id in todo], detach=args.detach, show=view.show,
+                        say=say)
+  if args.launcher == "tpu":
+    from scaling.launch import tpu
+
+    return tpu.launch(root.absolute(), specs, todo, dry_run=False, say=say)
+  return local.run(root, todo, args.workers, SweepView(root, specs, args.workers).show)
 
 
 def status(args: argparse.Namespace) -> int:
