@@ -120,7 +120,7 @@ def test_a_sweep_through_slurm_matches_the_local_launcher_and_survives_scancel(t
     subprocess.run(["scontrol", "release", job], env=env, check=True)
     # Cancel one task after its run's first checkpoint; the watching launcher resubmits it and it resumes.
     victim = run_ids(root)[0]
-    _wait(lambda: list((root / victim / "checkpoints").glob("[0-9]*")), 300, "no checkpoint")
+    _wait(lambda: [p for p in (root / victim / "checkpoints").glob("*") if p.name.isdigit()], 300, "no checkpoint")
     assert runs.read_status(root / victim)["state"] == "running"
     subprocess.run(["scancel", jobs[victim]["task"]], env=env, check=True)
     _wait(lambda: jobs[victim]["task"] not in " ".join(_queue(env)), 120, "scancel did not end the task")
