@@ -13,7 +13,7 @@
 Both use the machine's persistent JAX compilation cache as it is (a sweep's second run of a shape hits it).
 Last line: {"metric": "sweep_efficiency", "value": ..., ...}.
 
-  python bench/sweep_overhead.py [--spec configs/sweeps/cpu_isoflop.gin] [--workers 2] [--gin_bindings ...]
+  python bench/sweep_overhead.py [--spec configs/sweeps/cpu_isoflop.gin] [--workers 2] [--gin_bindings ...] [--root DIR]
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def main() -> None:
   parser.add_argument("--workers", type=int, default=2)
   parser.add_argument("--gin_bindings", action="append", default=[])
   parser.add_argument("--skip_sweep", action="store_true", help="measure the per-run overhead only")
+  parser.add_argument("--root", default=None, help="keep the sweep root here (for `scaling fit ROOT`); default: a temp dir")
   args = parser.parse_args()
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   with tempfile.TemporaryDirectory(prefix="sweep_overhead_") as tmp:
@@ -106,7 +107,7 @@ def main() -> None:
     result = {"metric": "sweep_efficiency", "value": None, "per_run_overhead_warm_s": warm["startup_s"],
               "run_training_s": warm["training_s"], "per_run_overhead_first_s": overhead["first"]["startup_s"]}
     if not args.skip_sweep:
-      eff = sweep_efficiency(args.spec, args.gin_bindings, args.workers, env, work / "sweep")
+      eff = sweep_efficiency(args.spec, args.gin_bindings, args.workers, env, Path(args.root) if args.root else work / "sweep")
       print(f"sweep: {eff['runs']} runs, {eff['workers']} workers, wall {eff['wall_s']:.0f} s, stepping "
             f"{eff['stepping_s']:.0f} worker-s: efficiency {eff['efficiency']:.3f} (useful FLOPs / wall / summed "
             f"stepping FLOP/s: {eff['flops_ratio']:.3f}); in-worker start-up per run {eff['median_run_startup_s']:.1f} s "
