@@ -168,3 +168,13 @@ def test_run_directories_of_a_sweep_group_by_their_planned_budget(tmp_path):
   found6 = isoflop.budgets_found(df6, 0.1)
   assert [r["points"] for r in found6] == [3, 3] and found6[0]["C"] != 1e13
   assert found6[0]["C_min"] <= found6[0]["C"] <= found6[0]["C_max"]
+
+
+def test_a_branch_gives_only_the_points_after_its_branch_step(tmp_path):
+  make_run(tmp_path, "parent", evals=((100, 1000, 5.0), (200, 2000, 4.0)))
+  branch = make_run(tmp_path, "branch", evals=((100, 1000, 5.0), (200, 2000, 4.0), (300, 3000, 3.5)))
+  info = json.loads((branch / "run.json").read_text())
+  (branch / "run.json").write_text(json.dumps({**info, "parent": {"run_id": "parent", "step": 200}}))
+  df, _ = load.load([str(tmp_path)], convention="6N")
+  assert sorted(df[df["run"] == "branch"]["step"]) == [300]  # 100 and 200 are the parent's records
+  assert sorted(df[df["run"] == "parent"]["step"]) == [100, 200]

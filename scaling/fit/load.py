@@ -228,8 +228,11 @@ def _run_points(run_dir: Path, n_key: str, c_key: str) -> list[dict[str, Any]]:
   metrics = run_dir / "metrics.jsonl"
   extra = _run_extras(meta, c_key)
   points = []
+  # A branch's records up to its branch step are copies of its parent's: they are the parent's points.
+  parent = meta.get("parent") if isinstance(meta.get("parent"), Mapping) else None
+  inherited = int(parent.get("step", 0)) if parent else -1
   for lineno, rec in enumerate(runs.read_metrics(run_dir), 1):
-    if not isinstance(rec, dict) or rec.get("eval_loss") is None:
+    if not isinstance(rec, dict) or rec.get("eval_loss") is None or int(rec.get("step", 0)) <= inherited:
       continue
     loss = rec["eval_loss"]
     if not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss <= 0:
