@@ -52,7 +52,7 @@ def test_run_ids_are_stable_and_change_with_what_matters():
   more = [s.run_id for s in _expand("grid.tokens = [10240, 20480]")[2]]
   assert set(ids) < set(more) and len(more) == 2 * len(ids)
   # A training setting, a seed or a part's own binding makes new runs.
-  for binding in ("optimizer.b2 = 0.99", "sweep.seeds = [1]", "grid.bindings = ['model.tie_embeddings = True']"):
+  for binding in ("optimizer.b2 = 0.99", "sweep.seeds = [1]", "grid.bindings = ['optimizer.b1 = 0.8']"):
     assert not set(ids) & {s.run_id for s in _expand(binding)[2]}, binding
 
 

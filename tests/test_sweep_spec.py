@@ -54,3 +54,14 @@ def test_bad_specs_exit_2_with_one_line_and_write_nothing(tmp_path, scaling_env,
 def test_sweep_point_is_none_outside_a_sweep():
   assert spec.sweep_point() is None
   assert spec.sweep_point(sweep="s", budget=1e12, convention="chinchilla")["budget"] == 1e12
+
+
+def test_part_bindings_may_not_override_the_plan_but_may_set_the_learning_rate():
+  from scaling.errors import UserError
+  from scaling.sweep import expand
+
+  with pytest.raises(UserError, match=r"grid.bindings: 'model.width = 64' sets model.width, which the sweep plans"):
+    expand.load([str(TINY)], ["grid.bindings = ['model.width = 64']"])
+  sweep, base = expand.load([str(TINY)], ["sweep.parts = [@grid(), @lr/grid()]", "lr/grid.bindings = ['train.learning_rate = 1e-3']"])
+  specs = expand.expand(sweep, base)
+  assert sorted({s.learning_rate for s in specs}) == [1e-3, 3e-3]

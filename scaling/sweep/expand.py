@@ -268,6 +268,9 @@ def _spec(sweep: spec_lib.SweepSpec, base: Base, *, part, role: str | None, size
           hyper: Hyper, budget: float | None = None, unique_tokens: float | None = None,
           optimizer: dict[str, Any] | None = None, parent: str | None = None, branch_step: int = 0,
           checkpoint_at: Sequence[int] = ()) -> ml_collections.ConfigDict:
+  lr = spec_lib.bound_learning_rate(part.bindings)
+  if lr is not None:  # an LR ablation: the part's value is what the run trains with
+    hyper = dataclasses.replace(hyper, learning_rate=lr)
   model_knob = {"model.size": size.name, "model.params": None} if size.name else {"model.size": None, "model.params": size.params}
   bindings: dict[str, Any] = {
       **model_knob, "train.tokens": int(tokens), "train.seed": seed, "train.global_batch": hyper.global_batch,

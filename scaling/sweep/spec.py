@@ -136,15 +136,46 @@ class SweepSpec:
   rules: SizeRules
 
 
+# What the expansion plans for every run (its shape, N, D, C, steps, batch): a part may not override it.
+PLANNED_KNOBS = ("model.size", "model.params", "model.width", "model.depth", "model.heads", "model.kv_heads",
+                 "model.mlp_width", "model.head_dim", "model.mlp_ratio", "model.mlp", "model.min_aspect",
+                 "model.max_aspect", "model.tie_embeddings", "train.tokens", "train.seq_len", "train.global_batch",
+                 "train.seed", "train.unique_tokens", "data.tokenizer", "data.vocab_size")
+
+
 def _bindings(knob: str, values: Any) -> tuple[str, ...]:
-  """A part's own gin bindings ('optimizer.b2 = 0.99', ...): applied to its runs after the sweep's."""
+  """A part's own gin bindings ('optimizer.b2 = 0.99', ...): applied to its runs after the sweep's.
+
+  A binding of a planned knob is refused: the table, spec.json and the fitter would show the planned N, D
+  and C while the run trained another. `train.learning_rate` may be set (an LR ablation); the run's spec
+  then records that value.
+  """
   if values is None:
     return ()
   if isinstance(values, str):
     values = [values]
   if not isinstance(values, Sequence) or not all(isinstance(v, str) and "=" in v and "." in v.split("=")[0] for v in values):
     raise ValueError(f"{knob} must be a list of gin bindings such as 'optimizer.b2 = 0.99', got {values!r}")
+  for v in values:
+    key = v.split("=")[0].strip().split("/")[-1]
+    if key in PLANNED_KNOBS:
+      raise ValueError(f"{knob}: {v!r} sets {key}, which the sweep plans for every run (its shape, N, D, C or "
+                       "batch would be wrong); put it in the base of a separate sweep file")
+  bound_learning_rate(values)
   return tuple(" ".join(v.split()) for v in values)
+
+
+def bound_learning_rate(bindings: Sequence[str]) -> float | None:
+  """The `train.learning_rate` a part's bindings set (the last one), or None."""
+  value = None
+  for v in bindings:
+    key, _, text = v.partition("=")
+    if key.strip().split("/")[-1] == "train.learning_rate":
+      try:
+        value = float(text.strip())
+      except ValueError:
+        raise ValueError(f"part bindings: {v!r}: train.learning_rate must be a number here") from None
+  return value
 
 
 def _token_budgets(part: str, tokens: Any, tokens_per_param: Any, required: bool = True):
