@@ -31,6 +31,7 @@ from scaling.errors import UserError
 TEMPLATE = Path(__file__).resolve().parents[2] / "launch" / "slurm" / "array.sbatch"
 MAX_SUBMISSIONS = 3  # submissions of one run (the first and two resubmissions) before it is recorded failed
 JOBS_JSON = "jobs.json"
+MAX_QUEUE_ERRORS = 20  # consecutive failed queue reads before the watching launcher gives up
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
           "SUSPENDED", "STAGE_OUT", "SIGNALING")
 
@@ -353,11 +354,19 @@ def launch(root: Path, specs: Sequence[ml_collections.ConfigDict], *, detach: bo
   if detach:
     say("scaling sweep: slurm: detached; `scaling status ROOT` shows progress, the same command resubmits what ended early")
     return 0
+  errors = 0
   try:
     while open_runs:
       show(False)
       time.sleep(cfg.poll_s)
-      open_runs = sync(root, specs, cfg, say)
+      try:
+        open_runs = sync(root, specs, cfg, say)
+        errors = 0
+      except UserError as e:  # a busy or restarting slurmctld: try again, give up after a while
+        errors += 1
+        if errors >= MAX_QUEUE_ERRORS:
+          raise
+        say(f"scaling sweep: slurm: {e}; trying again in {cfg.poll_s:g} s")
     show(True)
   except KeyboardInterrupt:
     say("scaling sweep: slurm: stopped watching; the jobs stay queued (scancel them to stop), run the same command to watch again")
