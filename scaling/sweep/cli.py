@@ -107,6 +107,10 @@ def sweep(args: argparse.Namespace) -> int:
     from scaling.launch import slurm
 
     slurm.preflight(specs)  # bad cluster input stops the sweep before its root is written
+  if args.launcher == "tpu":
+    from scaling.launch import tpu
+
+    tpu.preflight(Path(args.root).absolute(), specs)
   root = root_lib.check_root(Path(args.root))
   for w in warnings:
     print(f"scaling sweep: warning: {w}", file=sys.stderr)
@@ -117,7 +121,8 @@ def sweep(args: argparse.Namespace) -> int:
       if state == "failed":
         runs.set_status(root / rid, "pending", runs.read_status(root / rid).get("step", 0), "retrying (--retry_failed)")
         states[rid] = "pending"
-  todo = [s.run_id for s in specs if states[s.run_id] not in ("done", "failed")]
+  # Longest first (LPT): workers take runs in this order, so the sweep does not end on one long run alone.
+  todo = [s.run_id for s in sorted(specs, key=lambda s: -table.trained_flops(s)) if states[s.run_id] not in ("done", "failed")]
   done = sum(1 for v in states.values() if v == "done")
   how = f"with {args.workers} worker(s)" if args.launcher == "local" else f"on {args.launcher}"
   print(f"scaling sweep: {root}: {len(specs)} runs, {done} done, {len(todo)} to train {how}", file=sys.stderr, flush=True)
