@@ -24,6 +24,7 @@ _COMMANDS = {
     "sweep": "scaling.sweep.cli",
     "status": "scaling.sweep.cli",
     "config": "scaling.sweep.cli",
+    "demo": "scaling.demo.cli",
 }
 
 

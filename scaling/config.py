@@ -17,6 +17,7 @@ import gin
 from scaling.errors import UserError
 from scaling.sweep import spec as _sweep_spec  # noqa: F401  (registers the sweep knobs: a run's spec.gin carries them)
 from scaling.launch import slurm as _slurm  # noqa: F401  (the slurm.* knobs a sweep file may set)
+from scaling.demo import recipe as _demo  # noqa: F401  (the demo.* knobs of the demo's sweep files)
 from scaling.launch import tpu as _tpu  # noqa: F401  (the tpu.* knobs)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent

@@ -71,17 +71,12 @@ def bracket_warnings(specs, fit_path: str) -> list[str]:
 
 
 def sweep(args: argparse.Namespace) -> int:
-  from scaling import config, runs
-  from scaling.sweep import expand, root as root_lib, table
+  from scaling import runs
+  from scaling.sweep import root as root_lib, table
 
   if args.workers < 1:
     raise UserError(f"--workers must be at least 1, got {args.workers}")
-  spec_file = str(config.resolve_gin_file(args.spec))
-  sweep_spec, base = expand.load([spec_file], args.gin_bindings)
-  specs = expand.expand(sweep_spec, base)
-  text = config.inline_includes(spec_file)
-  if args.gin_bindings:
-    text += "\n# --- scaling sweep --gin_bindings ---\n" + "\n".join(args.gin_bindings) + "\n"
+  sweep_spec, _, specs, text = expand_file(args.spec, args.gin_bindings)
   warnings = []
   for part in sweep_spec.parts:
     if getattr(part, "prior_fit", None):
@@ -121,8 +116,7 @@ def sweep(args: argparse.Namespace) -> int:
       if state == "failed":
         runs.set_status(root / rid, "pending", runs.read_status(root / rid).get("step", 0), "retrying (--retry_failed)")
         states[rid] = "pending"
-  # Longest first (LPT): workers take runs in this order, so the sweep does not end on one long run alone.
-  todo = [s.run_id for s in sorted(specs, key=lambda s: -table.trained_flops(s)) if states[s.run_id] not in ("done", "failed")]
+  todo = longest_first(specs, states)
   done = sum(1 for v in states.values() if v == "done")
   how = f"with {args.workers} worker(s)" if args.launcher == "local" else f"on {args.launcher}"
   print(f"scaling sweep: {root}: {len(specs)} runs, {done} done, {len(todo)} to train {how}", file=sys.stderr, flush=True)
@@ -141,6 +135,28 @@ def sweep(args: argparse.Namespace) -> int:
   counts = "" if todo else f"{table.summary_line(table.summary(rows, specs))}; "  # else the view's last line says it
   print(f"scaling sweep: {counts}fit it with: scaling fit {root}", file=sys.stderr)
   return 1 if failed else 0
+
+
+def expand_file(spec: str, bindings: list[str]) -> tuple:
+  """(sweep spec, base experiment, run specs, the sweep's resolved text) of a sweep gin file plus bindings."""
+  from scaling import config
+  from scaling.sweep import expand
+
+  spec_file = str(config.resolve_gin_file(spec))
+  sweep_spec, base = expand.load([spec_file], bindings)
+  specs = expand.expand(sweep_spec, base)
+  text = config.inline_includes(spec_file)
+  if bindings:
+    text += "\n# --- scaling sweep --gin_bindings ---\n" + "\n".join(bindings) + "\n"
+  return sweep_spec, base, specs, text
+
+
+def longest_first(specs, states: dict[str, str]) -> list[str]:
+  """The runs still to train, longest first (LPT): workers take them in this order, so the sweep does not end
+  on one long run alone."""
+  from scaling.sweep import table
+
+  return [s.run_id for s in sorted(specs, key=lambda s: -table.trained_flops(s)) if states[s.run_id] not in ("done", "failed")]
 
 
 def _launcher_dry_run(args: argparse.Namespace, root: Path, specs) -> int:

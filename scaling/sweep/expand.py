@@ -32,7 +32,7 @@ from scaling.train import TrainConfig, train_config
 
 # Configurables a sweep owns: their bindings describe the sweep or where it runs, not a run's training.
 SWEEP_CONFIGURABLES = ("sweep", "grid", "isoflop", "data_constrained", "cooldowns", "size_rules", "sweep_point",
-                       "slurm", "tpu")
+                       "slurm", "tpu", "demo")
 # Knobs that do not change the trained function (cadence, checkpoint policy): left out of the run id.
 IDENTITY_EXEMPT = {"train": ("eval_every", "eval_tokens", "log_every"), "checkpoint": None}
 COUNT_KEY = {"params_total": "total", "params_non_embedding": "non_embedding"}
@@ -52,6 +52,7 @@ def register_configurables() -> None:
   """Imports every module that defines gin configurables, so any shared config parses."""
   from scaling import loop  # noqa: F401  (model, train, optimizer, checkpoint, sweep_point)
   from scaling.data import dataset  # noqa: F401  (data)
+  from scaling.demo import recipe  # noqa: F401  (demo)
 
 
 def load(spec_files: Sequence[str], bindings: Sequence[str] = ()) -> tuple[spec_lib.SweepSpec, Base]:
@@ -142,7 +143,7 @@ def _candidates(head_dim: int, mlp_ratio: float, mlp: str, min_aspect: float,
                                                                 min_aspect=min_aspect, max_aspect=max_aspect)]
 
 
-def _size_near(base: Base, convention: str, n_target: float) -> Size:
+def size_near(base: Base, convention: str, n_target: float) -> Size:
   """The shape of the size rule whose N (under the convention) is nearest `n_target`.
 
   It is asked for as `model.params` = its exact non-embedding count, which the rule maps back to it.
@@ -163,7 +164,7 @@ def _centre(base: Base, convention: str, budget: float, tokens_per_param: float)
   """The size whose D/N at this budget is `tokens_per_param`: solves C = flops_per_token(N) x r x N."""
   k = 6.0
   for _ in range(5):
-    size = _size_near(base, convention, math.sqrt(budget / (k * tokens_per_param)))
+    size = size_near(base, convention, math.sqrt(budget / (k * tokens_per_param)))
     k = size.flops_per_token / size.N
   return size
 
@@ -188,7 +189,7 @@ def isoflop_sizes(base: Base, convention: str, part: spec_lib.IsoFLOP, budget: f
     centre = _centre(base, convention, budget, part.tokens_per_param).N
   k = part.sizes
   targets = [centre * part.spread ** ((i / (k - 1) - 0.5) if k > 1 else 0.0) for i in range(k)]
-  sizes = [_size_near(base, convention, t) for t in targets]
+  sizes = [size_near(base, convention, t) for t in targets]
   shapes = {(s.model.width, s.model.depth) for s in sizes}
   if len(shapes) < k:
     raise UserError(f"isoflop budget {budget:.3g}: the size rule gives only {len(shapes)} distinct shapes for "

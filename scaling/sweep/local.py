@@ -87,28 +87,32 @@ def device_slots(workers: int, platform: str | None = None) -> list[Slot]:
   return slots
 
 
-def _die_with_parent_and_pin(cores: tuple[int, ...]) -> Callable[[], None]:
-  """Runs in the child before exec: SIGKILL when the launcher dies (Linux), pinned to its cores."""
+PARENT_ENV, CORES_ENV = "SCALING_WORKER_PARENT", "SCALING_WORKER_CORES"
 
-  def setup() -> None:
+
+def bind_to_launcher() -> None:
+  """Called first in a worker: keep to the cores the launcher gave it, and die with the launcher (Linux
+  PR_SET_PDEATHSIG). Done by the worker itself, not in a `preexec_fn`, so the launcher can start workers
+  after it has started JAX's threads (forking a multithreaded process to run Python code can deadlock)."""
+  parent, cores = os.environ.pop(PARENT_ENV, None), os.environ.pop(CORES_ENV, None)
+  if cores:
+    os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
+  if parent:
     try:
       ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
-      pass
-    if cores:
-      os.sched_setaffinity(0, cores)
-
-  return setup
+      return
+    if os.getppid() != int(parent):  # the launcher died before the worker could tie itself to it
+      os._exit(1)
 
 
 def _spawn(root: Path, run_ids: Sequence[str], slot: Slot, index: int) -> subprocess.Popen:
   logs = root / root_lib.WORKER_LOGS
   logs.mkdir(exist_ok=True)
   log = open(logs / f"worker{index}.log", "a")
-  env = {**os.environ, **slot.env}
+  env = {**os.environ, **slot.env, PARENT_ENV: str(os.getpid()), CORES_ENV: ",".join(map(str, slot.cores))}
   return subprocess.Popen([sys.executable, "-m", "scaling.sweep.worker", f"--root={root}", *run_ids],
-                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                          preexec_fn=_die_with_parent_and_pin(slot.cores))
+                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
 def run(root: Path, run_ids: Sequence[str], workers: int, show: Callable[[bool], None],

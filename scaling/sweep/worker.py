@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--root", required=True)
   parser.add_argument("run_ids", nargs="+")
   args = parser.parse_args(argv)
+  from scaling.sweep import local
+
+  local.bind_to_launcher()
   try:
     return work(Path(args.root), args.run_ids, say=lambda m: print(m, flush=True))
   except UserError as e:
