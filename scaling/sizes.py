@@ -56,14 +56,16 @@ def mlp_width_for(width: int, mlp_ratio: float) -> int:
 
 
 def shape_candidates(*, head_dim: int = 64, mlp_ratio: float = 4.0, mlp: str = "swiglu", kv_ratio: int = 1,
-                     min_aspect: float = 32.0, max_aspect: float = 128.0) -> list[tuple[int, int, int, int, int]]:
+                     min_aspect: float = 32.0, max_aspect: float = 128.0, min_depth: int = 1,
+                     max_depth: int = 128) -> list[tuple[int, int, int, int, int]]:
   """Every shape of the rule: (width, depth, heads, mlp_width, non-embedding parameters).
 
   Width is a multiple of `head_dim` (whose heads divide by `kv_ratio`); width/depth stays within
-  [min_aspect, max_aspect] (Kaplan et al. 2020 find loss flat in that band).
+  [min_aspect, max_aspect] (Kaplan et al. 2020 find loss flat in that band) and depth within
+  [min_depth, max_depth] (a fixed-depth family: min_depth = max_depth).
   """
   out = []
-  for depth in range(1, 129):
+  for depth in range(max(1, min_depth), min(128, max_depth) + 1):
     for heads in range(kv_ratio, 257, kv_ratio):
       width = heads * head_dim
       if min_aspect <= width / depth <= max_aspect:
@@ -96,6 +98,8 @@ def shape_for_params(
     kv_ratio: int = 1,
     min_aspect: float = 32.0,
     max_aspect: float = 128.0,
+    min_depth: int = 1,
+    max_depth: int = 128,
     preferred_aspect: float = 64.0,
 ) -> tuple[int, int, int, int]:
   """(width, depth, heads, mlp_width) of `shape_candidates` whose non-embedding count is closest to `target`;
@@ -103,9 +107,10 @@ def shape_for_params(
   if not target > 0:
     raise ValueError(f"model.params must be positive, got {target!r}")
   shapes = shape_candidates(head_dim=head_dim, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=kv_ratio,
-                            min_aspect=min_aspect, max_aspect=max_aspect)
+                            min_aspect=min_aspect, max_aspect=max_aspect, min_depth=min_depth, max_depth=max_depth)
   if not shapes:
-    raise ValueError(f"no shape with head_dim={head_dim} and aspect in [{min_aspect}, {max_aspect}] fits {target:g}")
+    raise ValueError(f"no shape with head_dim={head_dim}, aspect in [{min_aspect}, {max_aspect}] and depth in "
+                     f"[{min_depth}, {max_depth}] fits {target:g}")
   key = lambda s: (round(abs(math.log(s[4] / target)), 2), abs(math.log(s[0] / s[1] / preferred_aspect)))
   width, depth, heads, mlp_width, n = min(shapes, key=key)
   if abs(math.log(n / target)) > math.log(1 + MAX_PARAMS_MISS):
@@ -144,6 +149,8 @@ def model_config(
     loss_chunks: int | None = None,
     min_aspect: float = 32.0,
     max_aspect: float = 128.0,
+    min_depth: int = 1,
+    max_depth: int = 128,
 ) -> ModelConfig:
   """The gin knobs of the model: a size name, a target non-embedding count, or an explicit shape.
 
@@ -151,7 +158,8 @@ def model_config(
   width/depth/heads/kv_heads/mlp_width override a size (but not `params`, which picks them all).
   `parameterization = 'mup'` with `base_width` makes the learning rate transfer across widths;
   `loss_chunks` splits the loss over the sequence (None: automatic). `min_aspect`/`max_aspect` bound
-  width/depth for `params` (tiny CPU models need a lower bound than Kaplan's 32). `vocab_size` comes from the
+  width/depth for `params` (tiny CPU models need a lower bound than Kaplan's 32), `min_depth`/`max_depth`
+  its depth (equal: a family that scales width alone). `vocab_size` comes from the
   tokenizer, not from gin.
   """
   if size is not None and params is not None:
@@ -168,8 +176,11 @@ def model_config(
       raise ValueError(f"model.params must be a positive number, got {params!r}")
     if not 0 < min_aspect <= max_aspect:
       raise ValueError(f"model.min_aspect and model.max_aspect must satisfy 0 < min <= max, got {min_aspect!r}, {max_aspect!r}")
+    if not (isinstance(min_depth, int) and isinstance(max_depth, int) and 1 <= min_depth <= max_depth):
+      raise ValueError(f"model.min_depth and model.max_depth must be whole numbers with 1 <= min <= max, got "
+                       f"{min_depth!r}, {max_depth!r}")
     rule = dict(head_dim=head_dim or 64, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=1, min_aspect=min_aspect,
-                max_aspect=max_aspect)
+                max_aspect=max_aspect, min_depth=min_depth, max_depth=max_depth)
     base = dict(zip(("width", "depth", "heads", "mlp_width"), shape_for_params(params, **rule)))
   given = dict(width=width, depth=depth, heads=heads, mlp_width=mlp_width)
   shape = {**base, **{k: v for k, v in given.items() if v is not None}}

@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -128,3 +129,26 @@ def test_ctrl_c_preempts_the_runs_and_the_same_command_resumes(tmp_path, scaling
   again = run_sweep(scaling_env, root, *bindings)
   assert again.returncode == 0, again.stderr
   assert state(root, rid) == "done" and "resuming" in (root / rid / "train.log").read_text()
+
+
+def test_a_worker_binds_itself_to_its_cores_and_dies_with_its_launcher(tmp_path):
+  """What `local._spawn` asks of each worker, done by the worker itself (no preexec_fn after JAX's threads)."""
+  child = ("import os, time; from scaling.sweep import local; local.bind_to_launcher(); "
+           "print(os.getpid(), sorted(os.sched_getaffinity(0)), flush=True); time.sleep(60)")
+  launcher = (f"import os, subprocess, sys, time; from scaling.sweep import local; "
+              f"env = {{**os.environ, local.PARENT_ENV: str(os.getpid()), local.CORES_ENV: '0'}}; "
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], env=env); time.sleep(60)")
+  proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True, cwd=REPO)
+  pid, cores = proc.stdout.readline().split(" ", 1)
+  assert cores.strip() == "[0]"
+  proc.kill()  # SIGKILL: the launcher cannot clean up; the kernel ends the worker (PR_SET_PDEATHSIG)
+  proc.wait()
+  for _ in range(50):
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      break
+    time.sleep(0.1)
+  else:
+    os.kill(int(pid), signal.SIGKILL)
+    pytest.fail("the worker outlived its launcher")

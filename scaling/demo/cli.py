@@ -78,17 +78,27 @@ def demo(args: argparse.Namespace) -> int:
   workers = args.workers if args.workers is not None else max(1, min(2, len(os.sched_getaffinity(0))))
   if workers < 1:
     raise UserError(f"--workers must be at least 1, got {workers}")
-  root = root_lib.check_root(Path(args.root or ROOTS[args.quick]))
   name = SPECS[args.quick]
   sweep_spec, base, specs, text = sweep_cli.expand_file(name, args.gin_bindings)
   settings = config.build(recipe.settings)
   kinds = {p.kind for p in sweep_spec.parts}
   if kinds != {"isoflop"}:
     raise UserError(f"the demo's sweep must be IsoFLOP parts only, got {', '.join(sorted(kinds))}")
+  root = root_lib.check_root(Path(args.root or ROOTS[args.quick]))  # bad input above writes nothing
   budgets = sorted({s.budget for s in specs})
   _say(f"[1/4] IsoFLOP sweep {name}: {len(budgets)} budgets x {len(specs) // max(len(budgets), 1)} sizes "
        f"({', '.join(f'{b:.3g}' for b in budgets)} FLOPs, {sweep_spec.convention} convention) into {root}, "
        f"{workers} worker(s)")
+  per_flop, _ = sweep_cli.seconds_per_flop(sweep_spec.expected_mfu)
+  if per_flop:
+    from scaling.console import format_eta
+    from scaling.sweep import table as table_lib
+
+    sweep_flops = sum(table_lib.trained_flops(s) for s in specs)
+    target_flops = recipe.target_budget(budgets, settings.target_factor)
+    _say(f"estimate: about {format_eta(sweep_flops * per_flop)} for the sweep ({sweep_flops:.3g} FLOPs) and "
+         f"{format_eta(target_flops * per_flop)} for the target run ({target_flops:.3g} FLOPs), at MFU "
+         f"{sweep_spec.expected_mfu:g} (sweep.expected_mfu)")
   root_lib.write(root, text, specs)
   code = _train(root, specs, workers)
   if code:

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
   c.set_defaults(func=config_show)
 
 
-def _seconds_per_flop(expected_mfu: float) -> tuple[float | None, str]:
+def seconds_per_flop(expected_mfu: float) -> tuple[float | None, str]:
   import jax
 
   from scaling import hardware
@@ -84,13 +84,13 @@ def sweep(args: argparse.Namespace) -> int:
   if args.prior_fit:
     warnings += bracket_warnings(specs, args.prior_fit)
   if args.dry_run:
-    seconds_per_flop, hardware = _seconds_per_flop(sweep_spec.expected_mfu)
+    per_flop, hardware = seconds_per_flop(sweep_spec.expected_mfu)
     # The workers divide the machine: a run gets 1/K of its peak, and the sweep as a whole all of it.
-    per_run = seconds_per_flop * args.workers if seconds_per_flop else None
+    per_run = per_flop * args.workers if per_flop else None
     rows = [table.plan_row(s, per_run) for s in specs]
     print(table.format_table(rows, table.columns(table.PLAN_COLUMNS, specs)))
     total = sum(table.trained_flops(s) for s in specs)
-    est = f", about {table.format_eta(total * seconds_per_flop)} with {args.workers} worker(s)" if seconds_per_flop else ""
+    est = f", about {table.format_eta(total * per_flop)} with {args.workers} worker(s)" if per_flop else ""
     branches = "; cooldown branches from their branch step" if any(s.parent for s in specs) else ""
     print(f"\n{len(specs)} runs, {total:.3g} FLOPs in total ({sweep_spec.convention} convention{branches}){est}")
     print(f"estimate: {hardware}, at MFU {sweep_spec.expected_mfu:g} (sweep.expected_mfu); "

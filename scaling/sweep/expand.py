@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gin
@@ -136,11 +135,12 @@ def _bound(knob: str, default: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _candidates(head_dim: int, mlp_ratio: float, mlp: str, min_aspect: float,
-                max_aspect: float) -> list[tuple[int, int, int]]:
+def _candidates(head_dim: int, mlp_ratio: float, mlp: str, min_aspect: float, max_aspect: float, min_depth: int,
+                max_depth: int) -> list[tuple[int, int, int]]:
   """(width, depth, non-embedding N) of every shape the size rule can give."""
   return [(w, d, n) for w, d, _, _, n in sizes.canonical_shapes(head_dim=head_dim, mlp_ratio=mlp_ratio, mlp=mlp,
-                                                                min_aspect=min_aspect, max_aspect=max_aspect)]
+                                                                min_aspect=min_aspect, max_aspect=max_aspect,
+                                                                min_depth=min_depth, max_depth=max_depth)]
 
 
 def size_near(base: Base, convention: str, n_target: float) -> Size:
@@ -148,11 +148,11 @@ def size_near(base: Base, convention: str, n_target: float) -> Size:
 
   It is asked for as `model.params` = its exact non-embedding count, which the rule maps back to it.
   """
-  probe = model_config(vocab_size=base.vocab_size, params=1e6)
-  embedding = base.vocab_size * (1 if probe.tie_embeddings else 2)
+  embedding = base.vocab_size * (1 if _bound("model.tie_embeddings", False) else 2)
   counted = (lambda w, n: n) if CONVENTIONS[convention][0] == "params_non_embedding" else (lambda w, n: n + embedding * w)
-  shapes = _candidates(probe.head_dim, _bound("model.mlp_ratio", 4.0), probe.mlp, _bound("model.min_aspect", 32.0),
-                       _bound("model.max_aspect", 128.0))
+  shapes = _candidates(_bound("model.head_dim", 64), _bound("model.mlp_ratio", 4.0), _bound("model.mlp", "swiglu"),
+                       _bound("model.min_aspect", 32.0),
+                       _bound("model.max_aspect", 128.0), _bound("model.min_depth", 1), _bound("model.max_depth", 128))
   width, depth, n = min(shapes, key=lambda s: abs(math.log(counted(s[0], s[2]) / n_target)))
   size = _size(base, convention, params=float(n))
   if (size.model.width, size.model.depth) != (width, depth):

@@ -139,8 +139,8 @@ class SweepSpec:
 # What the expansion plans for every run (its shape, N, D, C, steps, batch): a part may not override it.
 PLANNED_KNOBS = ("model.size", "model.params", "model.width", "model.depth", "model.heads", "model.kv_heads",
                  "model.mlp_width", "model.head_dim", "model.mlp_ratio", "model.mlp", "model.min_aspect",
-                 "model.max_aspect", "model.tie_embeddings", "train.tokens", "train.seq_len", "train.global_batch",
-                 "train.seed", "train.unique_tokens", "data.tokenizer", "data.vocab_size")
+                 "model.max_aspect", "model.min_depth", "model.max_depth", "model.tie_embeddings", "train.tokens",
+                 "train.seq_len", "train.global_batch", "train.seed", "train.unique_tokens", "data.tokenizer", "data.vocab_size")
 
 
 def _bindings(knob: str, values: Any) -> tuple[str, ...]:
