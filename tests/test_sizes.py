@@ -43,6 +43,9 @@ def test_explicit_knobs_override_the_table():
         (dict(params=1e6, width=256), "do not also set model.width"),
         (dict(params=1e6, depth=3), "do not also set model.depth"),
         (dict(size="s", parameterization="mup"), "needs model.base_width"),
+        (dict(params=1e5, min_depth=3, max_depth=2), "model.min_depth and model.max_depth must be whole numbers"),
+        (dict(params=1e5, min_depth=0), "model.min_depth and model.max_depth"),
+        (dict(params=1e5, head_dim=64, min_aspect=16, max_aspect=24, min_depth=2, max_depth=2), "no shape with"),
     ],
 )
 def test_bad_model_knobs_are_named(kwargs, message):
@@ -66,3 +69,14 @@ def test_canonical_shapes_map_back_to_themselves():
   assert 0 < len(shapes)
   for width, depth, heads, mlp_width, n in random.Random(0).sample(shapes, 40) + shapes[:10]:
     assert shape_for_params(n, **rule) == (width, depth, heads, mlp_width)
+
+
+def test_a_fixed_depth_family_scales_width_alone():
+  """min_depth = max_depth: every shape the rule gives has that depth, and model.params picks among them."""
+  from scaling.sizes import canonical_shapes
+
+  rule = dict(head_dim=16, min_aspect=16.0, max_aspect=128.0, min_depth=2, max_depth=2)
+  shapes = canonical_shapes(**rule)
+  assert [(w, d) for w, d, *_ in shapes] == [(w, 2) for w in range(32, 257, 16)]
+  cfg = sizes.model_config(vocab_size=256, params=1.3e5, **rule)
+  assert (cfg.width, cfg.depth) == (64, 2)  # 131,392 non-embedding parameters: the nearest depth-2 shape

@@ -41,7 +41,7 @@ def runs_table(root: Path) -> pd.DataFrame:
     state = runs.read_status(root / s.run_id)["state"]
     evals = [r for r in runs.read_metrics(root / s.run_id) if r.get("eval_loss") is not None and r.get("tokens")]
     rows.append({"run": s.run_id, "part": s.part, "scope": s.get("scope", ""), "budget": s.budget,
-                 "shape": f"{s.shape.width}x{s.shape.depth}", "N": s.N, "D": s.tokens_actual, "C": s.C,
+                 "shape": f"{s.shape.width}x{s.shape.depth}", "N": s.N, "tokens": s.tokens, "D": s.tokens_actual, "C": s.C,
                  "D/N": s.tokens_per_param, "batch": s.global_batch, "lr": s.learning_rate, "steps": s.steps,
                  "state": state, "loss": evals[-1]["eval_loss"] if state == "done" and evals else None,
                  "convention": s.convention})
@@ -52,14 +52,23 @@ def sweep_runs(table: pd.DataFrame) -> pd.DataFrame:
   return table[(table["part"] == "isoflop") & (table["scope"] != TARGET_SCOPE)]
 
 
-def target_runs(table: pd.DataFrame) -> pd.DataFrame:
-  return table[table["scope"] == TARGET_SCOPE]
+def target_runs(table: pd.DataFrame, prediction: Mapping[str, Any] | None = None) -> pd.DataFrame:
+  """The root's target runs; with a prediction, only the one that tests it (its shape and tokens)."""
+  out = table[table["scope"] == TARGET_SCOPE]
+  if prediction is not None:
+    t = prediction["target"]
+    out = out[(out["shape"] == t["shape"]) & (out["tokens"] == int(t["D"]))]
+  return out
 
 
-def fit(root: Path, table: pd.DataFrame, settings: recipe.Settings) -> tuple[pd.DataFrame, dict, dict]:
-  """Approach 3 (Chinchilla law) and approach 2 (IsoFLOP minima) on the sweep's finished runs; both written
-  under ROOT/demo/. Returns the sweep's points and the two fit records."""
+def fit(root: Path, table: pd.DataFrame, settings: recipe.Settings,
+        run_ids: set[str] | None = None) -> tuple[pd.DataFrame, dict, dict]:
+  """Approach 3 (Chinchilla law) and approach 2 (IsoFLOP minima) on the sweep's finished runs (those of
+  `run_ids`, else every IsoFLOP run of the root); both written under ROOT/demo/. Returns the sweep's points
+  and the two fit records."""
   sweep = sweep_runs(table)
+  if run_ids is not None:
+    sweep = sweep[sweep["run"].isin(run_ids)]
   convention = str(sweep["convention"].iloc[0])
   df, conv = load.load([str(root)], convention=convention)
   df = df[df["run"].isin(set(sweep["run"]))].reset_index(drop=True)
@@ -204,7 +213,7 @@ def build_report(root: Path, table: pd.DataFrame, df: pd.DataFrame, fit3: Mappin
                  prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None, checks: list[str]) -> str:
   """The demo's report: one self-contained HTML page."""
   final = df[df["final"].astype(bool)].reset_index(drop=True)
-  target = target_runs(table)
+  target = target_runs(table, prediction)
   sections = []
   with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp)
@@ -223,6 +232,7 @@ def build_report(root: Path, table: pd.DataFrame, df: pd.DataFrame, fit3: Mappin
                                          plots.residuals(final, fit3, out / "res3")]))
     sections.append(report._fit_section("approach 2: IsoFLOP minima", fit2,
                                         [plots.compute_optimal(fit2, out / "opt2", prediction["C"])]))
+  table = table[table["run"].isin(set(fit3["runs"]) | set(target["run"]))]
   rows = table.drop(columns=["convention"]).to_dict("records")
   return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling demo</title><style>{report._CSS}"
           ".big{font-size:18px}</style></head><body><h1>scaling demo: predict a 10x larger run, then train it</h1>"
@@ -265,8 +275,9 @@ def analyse(root: Path, settings: recipe.Settings, fitted: tuple | None = None) 
     budgets = sweep_runs(table)["budget"]
     prediction, _ = plan_target(fit3, fit2, recipe.target_budget(budgets, settings.target_factor), base)
     write_prediction(root, prediction)
-  final = sweep_runs(table).dropna(subset=["loss"])
-  target = target_runs(table).dropna(subset=["loss"])
+  final = sweep_runs(table)
+  final = final[final["run"].isin(set(fit3["runs"]))].dropna(subset=["loss"])
+  target = target_runs(table, prediction).dropna(subset=["loss"])
   cmp = comparison(prediction, float(target["loss"].iloc[0])) if len(target) else None
   text = build_report(root, table, df, fit3, fit2, prediction, cmp, recipe.bracket_failures(final))
   return write_report(root, text), cmp

@@ -120,7 +120,7 @@ def demo(args: argparse.Namespace) -> int:
     return 1
   _say(f"[2/4] every budget's minimum is bracketed; fitting approaches 3 and 2 to {len(sweep)} runs "
        f"({settings.bootstrap} bootstrap resamples of runs)")
-  df, fit3, fit2 = analysis.fit(root, table, settings)
+  df, fit3, fit2 = analysis.fit(root, table, settings, {s.run_id for s in specs})
   p3 = fit3["params"]
   _say("approach 3: L = E + A/N^alpha + B/D^beta with " + ", ".join(f"{k} = {p3[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta")))
   compute = recipe.target_budget(budgets, settings.target_factor)
