@@ -21,7 +21,7 @@ def test_a_minimum_at_the_smallest_size_names_the_budget_the_shape_and_the_fix()
   final = pd.concat([_budget(1e12, [1.8, 1.9, 2.0, 2.1]), _budget(3e12, [1.9, 1.8, 1.7, 1.75])])
   (line,) = recipe.bracket_failures(final)
   assert line.startswith("budget 1e+12: the lowest loss (1.8000) is at the smallest size (0x2, N = 5e+04)")
-  assert "more tokens per parameter" in line and "isoflop.centre" in line
+  assert "more tokens per parameter" in line and "lower isoflop.centre" in line
 
 
 def test_a_minimum_at_the_largest_size_says_the_optimum_is_above():

@@ -49,36 +49,39 @@ def runs_table(root: Path) -> pd.DataFrame:
 
 
 def sweep_runs(table: pd.DataFrame) -> pd.DataFrame:
+  """The root's IsoFLOP runs (the target run is not one)."""
   return table[(table["part"] == "isoflop") & (table["scope"] != TARGET_SCOPE)]
 
 
 def target_runs(table: pd.DataFrame, prediction: Mapping[str, Any] | None = None) -> pd.DataFrame:
-  """The root's target runs; with a prediction, only the one that tests it (its shape and tokens)."""
+  """The root's target runs; with a prediction, only the one that tests it."""
   out = table[table["scope"] == TARGET_SCOPE]
   if prediction is not None:
     t = prediction["target"]
-    out = out[(out["shape"] == t["shape"]) & (out["tokens"] == int(t["D"]))]
+    out = out[out["run"] == t["run"]] if "run" in t else out[(out["shape"] == t["shape"]) & (out["tokens"] == int(t["D"]))]
   return out
 
 
-def fit(root: Path, table: pd.DataFrame, settings: recipe.Settings,
-        run_ids: set[str] | None = None) -> tuple[pd.DataFrame, dict, dict]:
+def fit(root: Path, table: pd.DataFrame, settings: recipe.Settings, run_ids: set[str] | None = None,
+        save: bool = True) -> tuple[pd.DataFrame, dict, dict]:
   """Approach 3 (Chinchilla law) and approach 2 (IsoFLOP minima) on the sweep's finished runs (those of
-  `run_ids`, else every IsoFLOP run of the root); both written under ROOT/demo/. Returns the sweep's points
-  and the two fit records."""
+  `run_ids`, else every IsoFLOP run of the root), written under ROOT/demo/ when `save`. Returns the sweep's
+  points and the two fit records."""
   sweep = sweep_runs(table)
   if run_ids is not None:
     sweep = sweep[sweep["run"].isin(run_ids)]
+  if sweep.empty:
+    raise UserError(f"{root}: no IsoFLOP runs to fit")
   convention = str(sweep["convention"].iloc[0])
-  df, conv = load.load([str(root)], convention=convention)
-  df = df[df["run"].isin(set(sweep["run"]))].reset_index(drop=True)
+  df, conv = load.load([str(Path(root) / rid) for rid in sweep["run"]], convention=convention)
   opts = pipeline.Options(bootstrap=settings.bootstrap, seed=settings.seed, level=settings.level, points="final")
   fit3 = pipeline.run(df, conv, dataclasses.replace(opts, approach=3), [str(root)])
   fit2 = pipeline.run(df, conv, dataclasses.replace(opts, approach=2), [str(root)])
-  out = Path(root) / DEMO_DIR
-  out.mkdir(exist_ok=True)
-  for name, fit_ in ((FIT3, fit3), (FIT2, fit2)):
-    runs.write_text_atomic(out / name, json.dumps(fit_, indent=1, default=float) + "\n")
+  if save:
+    out = Path(root) / DEMO_DIR
+    out.mkdir(exist_ok=True)
+    for name, fit_ in ((FIT3, fit3), (FIT2, fit2)):
+      runs.write_text_atomic(out / name, json.dumps(fit_, indent=1, default=float) + "\n")
   return df, fit3, fit2
 
 
@@ -109,6 +112,12 @@ def plan_target(fit3: Mapping[str, Any], fit2: Mapping[str, Any], compute: float
   return predict_target(fit3, fit2, compute, size.label, size.N, tokens, size.flops_per_token), size
 
 
+def settings_record(settings: recipe.Settings) -> dict[str, Any]:
+  """The settings a prediction depends on: another value makes a new prediction."""
+  return {"target_factor": settings.target_factor, "bootstrap": settings.bootstrap, "level": settings.level,
+          "seed": settings.seed}
+
+
 def comparison(prediction: Mapping[str, Any], measured: float) -> dict[str, Any]:
   """Predicted against measured final loss: relative error and whether the interval holds the measurement."""
   loss = prediction["loss"]
@@ -122,7 +131,6 @@ def comparison(prediction: Mapping[str, Any], measured: float) -> dict[str, Any]
 
 def error_line(cmp: Mapping[str, Any], level: float) -> str:
   """The demo's last line: the prediction error."""
-  iv = ""
   if "interval" in cmp:
     iv = (f", {int(round(100 * level))}% interval [{cmp['interval'][0]:.4f}, {cmp['interval'][1]:.4f}]; measured "
           f"{cmp['measured']:.4f}, {'inside' if cmp['inside'] else 'OUTSIDE'} the interval")
@@ -159,7 +167,7 @@ def _prediction_plot(final: pd.DataFrame, fit3: Mapping[str, Any], prediction: M
   if measured is not None:
     ax.scatter([c_t], [measured], marker="*", s=160, color="gold", edgecolor="black", zorder=6, label="measured")
   ax.set(xscale="log", xlabel=f"compute C (FLOPs, {prediction['convention']} convention)",
-         ylabel="validation loss (nats/byte)", title="prediction of the 10x run against its measurement")
+         ylabel="validation loss (nats/byte)", title="the target run: predicted against measured")
   ax.legend(fontsize=7)
   return plots._save(fig, out)
 
@@ -186,7 +194,10 @@ def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> s
   level = int(round(100 * prediction["level"]))
   t = prediction["target"]
   a3, a2, loss = prediction["approach3"], prediction["approach2"], prediction["loss"]
-  iv = lambda r: f"[{r['interval'][0]:.4g}, {r['interval'][1]:.4g}]" if "interval" in r else ""
+
+  def iv(r: Mapping[str, Any]) -> str:
+    return f"[{r['interval'][0]:.4g}, {r['interval'][1]:.4g}]" if "interval" in r else ""
+
   rows = [
       {"": "approach 3: compute-optimal", "N": f"{a3['N']['value']:.4g} {iv(a3['N'])}",
        "D": f"{a3['D']['value']:.4g} {iv(a3['D'])}", "loss": f"{a3['loss']['value']:.4f} {iv(a3['loss'])}"},
@@ -235,52 +246,59 @@ def build_report(root: Path, table: pd.DataFrame, df: pd.DataFrame, fit3: Mappin
   table = table[table["run"].isin(set(fit3["runs"]) | set(target["run"]))]
   rows = table.drop(columns=["convention"]).to_dict("records")
   return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling demo</title><style>{report._CSS}"
-          ".big{font-size:18px}</style></head><body><h1>scaling demo: predict a 10x larger run, then train it</h1>"
+          ".big{font-size:18px}</style></head><body><h1>scaling demo: predict a larger run, then train it</h1>"
           f"<p>sweep root: <code>{html.escape(str(root))}</code></p>" + report._convention(fit3["convention"])
           + "".join(sections) + "<h2>runs</h2>" + report._table(rows, [c for c in table.columns if c != "convention"])
           + "</body></html>")
 
 
-def write_report(root: Path, text: str) -> Path:
-  path = Path(root) / REPORT
+def write_report(root: Path, text: str, out: Path | None = None) -> Path:
+  """Writes the report page (default ROOT/report.html)."""
+  path = Path(out) if out else Path(root) / REPORT
   runs.write_text_atomic(path, text)
   return path
 
 
-def read_prediction(root: Path, sweep_ids: set[str]) -> dict[str, Any] | None:
-  """The stored prediction, if it was made from exactly these sweep runs (a resumed demo reuses it)."""
+def read_prediction(root: Path, sweep_ids: set[str], settings: recipe.Settings | None = None) -> dict[str, Any] | None:
+  """The stored prediction, if it was made from exactly these sweep runs (and these settings): a resumed demo
+  reuses it, a changed sweep or setting makes a new one."""
   path = Path(root) / DEMO_DIR / PREDICTION
   if not path.is_file():
     return None
   stored = runs.read_json(path)
-  return stored if set(stored.get("sweep_runs", [])) == sweep_ids else None
+  if set(stored.get("sweep_runs", [])) != sweep_ids:
+    return None
+  if settings is not None and stored.get("settings") != settings_record(settings):
+    return None
+  return stored
 
 
 def write_prediction(root: Path, prediction: Mapping[str, Any]) -> None:
+  """Stores the prediction under ROOT/demo/ (atomically)."""
   (Path(root) / DEMO_DIR).mkdir(exist_ok=True)
   runs.write_text_atomic(Path(root) / DEMO_DIR / PREDICTION, json.dumps(prediction, indent=1, default=float) + "\n")
 
 
-def analyse(root: Path, settings: recipe.Settings, fitted: tuple | None = None) -> tuple[Path, dict[str, Any] | None]:
+def analyse(root: Path, settings: recipe.Settings, fitted: tuple[pd.DataFrame, dict, dict] | None = None,
+            out: Path | None = None) -> tuple[Path, dict[str, Any] | None]:
   """The analysis of a sweep root: fits (unless `fitted` gives them), the prediction (stored, or made now),
   the comparison with the target run when it has finished, and the report."""
   root = Path(root)
   table = runs_table(root)
-  df, fit3, fit2 = fitted or fit(root, table, settings)
+  df, fit3, fit2 = fitted or fit(root, table, settings, save=False)  # the demo's stored fits stay as they are
   prediction = read_prediction(root, set(fit3["runs"]))
-  if prediction is None:  # a root of the user's own: predict at target_factor x its largest budget
+  if prediction is None:  # a root of the user's own: predict at target_factor x its largest budget (not stored)
     from scaling.sweep import expand
 
     _, base = expand.load([str(root / root_lib.SWEEP_GIN)])
     budgets = sweep_runs(table)["budget"]
     prediction, _ = plan_target(fit3, fit2, recipe.target_budget(budgets, settings.target_factor), base)
-    write_prediction(root, prediction)
   final = sweep_runs(table)
   final = final[final["run"].isin(set(fit3["runs"]))].dropna(subset=["loss"])
   target = target_runs(table, prediction).dropna(subset=["loss"])
   cmp = comparison(prediction, float(target["loss"].iloc[0])) if len(target) else None
   text = build_report(root, table, df, fit3, fit2, prediction, cmp, recipe.bracket_failures(final))
-  return write_report(root, text), cmp
+  return write_report(root, text, out), cmp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,9 +307,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--target_factor", type=float, default=10.0, help="target budget / largest swept budget")
   parser.add_argument("--bootstrap", type=int, default=200)
   parser.add_argument("--level", type=float, default=0.9)
+  parser.add_argument("--out", default=None, help="where to write the report (default ROOT/report.html)")
   args = parser.parse_args(argv)
   try:
-    path, cmp = analyse(Path(args.root), recipe.Settings(args.target_factor, args.bootstrap, args.level, 0, 1.0))
+    try:
+      settings = recipe.settings(target_factor=args.target_factor, bootstrap=args.bootstrap, level=args.level)
+    except ValueError as e:
+      raise UserError(str(e).replace("demo.", "--")) from None
+    path, cmp = analyse(Path(args.root), settings, out=args.out)
   except UserError as e:
     print(f"analysis/demo.py: error: {e}", file=sys.stderr)
     return 2

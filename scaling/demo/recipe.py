@@ -9,13 +9,13 @@ whose tokens exceed the training split (the held-out run repeats data a fresh-da
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import gin
-import pandas as pd
 
-from scaling.errors import UserError
+if TYPE_CHECKING:
+  import pandas as pd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,7 @@ def bracket_failures(final: pd.DataFrame) -> list[str]:
   """One line per IsoFLOP budget whose lowest final loss is at its smallest or largest size (or that has
   fewer than 3 sizes): its minimum is then an edge, not an optimum, and approach 2 cannot place it.
 
-  `final` has a row per finished run with columns budget, N, loss and shape.
+  `final` has a row per finished run with columns budget, N, D, loss and shape.
   """
   out = []
   for budget, group in final.groupby("budget"):
@@ -58,15 +58,18 @@ def bracket_failures(final: pd.DataFrame) -> list[str]:
       out.append(f"budget {budget:.3g}: only {len(g)} finished size(s); a minimum needs 3 or more")
       continue
     best = int(g["loss"].idxmin())
-    if best in (0, len(g) - 1):
-      edge = "smallest" if best == 0 else "largest"
-      side = ("below the swept sizes: the optimum has more tokens per parameter than D/N = "
-              f"{g['D'][0] / g['N'][0]:.3g}; lower the sizes (isoflop.centre, isoflop.tokens_per_param) or widen "
-              "isoflop.spread") if best == 0 else (
-              "above the swept sizes: the optimum has fewer tokens per parameter than D/N = "
-              f"{g['D'].iloc[-1] / g['N'].iloc[-1]:.3g}; raise the sizes or widen isoflop.spread")
-      out.append(f"budget {budget:.3g}: the lowest loss ({g['loss'][best]:.4f}) is at the {edge} size "
-                 f"({g['shape'][best]}, N = {g['N'][best]:.3g}), so the optimum lies {side}")
+    if best not in (0, len(g) - 1):
+      continue
+    ratio = g["D"][best] / g["N"][best]
+    if best == 0:
+      where = (f"smallest size ({g['shape'][best]}, N = {g['N'][best]:.3g}), so the optimum lies below the swept "
+               f"sizes, at more tokens per parameter than D/N = {ratio:.3g}: lower isoflop.centre (or raise "
+               "isoflop.tokens_per_param), or widen isoflop.spread")
+    else:
+      where = (f"largest size ({g['shape'][best]}, N = {g['N'][best]:.3g}), so the optimum lies above the swept "
+               f"sizes, at fewer tokens per parameter than D/N = {ratio:.3g}: raise isoflop.centre (or lower "
+               "isoflop.tokens_per_param), or widen isoflop.spread")
+    out.append(f"budget {budget:.3g}: the lowest loss ({g['loss'][best]:.4f}) is at the {where}")
   return out
 
 
@@ -85,9 +88,3 @@ def epochs_failure(tokens: float, unique_tokens: float | None, max_epochs: float
   return (f"the target run needs D = {tokens:,.0f} tokens, {epochs:.2f} epochs of the training split "
           f"({unique_tokens:,.0f} tokens), but its law assumes fresh data (demo.max_epochs = {max_epochs:g}); "
           "lower the budgets (isoflop.budgets) or demo.target_factor")
-
-
-def check_positive(name: str, value: float) -> float:
-  if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-    raise UserError(f"{name} = {value!r}: must be a positive finite number")
-  return float(value)

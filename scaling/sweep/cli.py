@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from scaling.errors import UserError
 
@@ -44,6 +45,8 @@ def add_parser(subparsers) -> None:
 
 
 def seconds_per_flop(expected_mfu: float) -> tuple[float | None, str]:
+  """Seconds per FLOP of this machine at `expected_mfu` of its peak (None when no peak is known), and a
+  description of the hardware."""
   import jax
 
   from scaling import hardware
@@ -110,12 +113,9 @@ def sweep(args: argparse.Namespace) -> int:
   for w in warnings:
     print(f"scaling sweep: warning: {w}", file=sys.stderr)
   root_lib.write(root, text, specs)
-  states = {s.run_id: runs.read_status(root / s.run_id)["state"] for s in specs}
   if args.retry_failed:
-    for rid, state in states.items():
-      if state == "failed":
-        runs.set_status(root / rid, "pending", runs.read_status(root / rid).get("step", 0), "retrying (--retry_failed)")
-        states[rid] = "pending"
+    retry_failed(root, specs)
+  states = {s.run_id: runs.read_status(root / s.run_id)["state"] for s in specs}
   todo = longest_first(specs, states)
   done = sum(1 for v in states.values() if v == "done")
   how = f"with {args.workers} worker(s)" if args.launcher == "local" else f"on {args.launcher}"
@@ -137,7 +137,7 @@ def sweep(args: argparse.Namespace) -> int:
   return 1 if failed else 0
 
 
-def expand_file(spec: str, bindings: list[str]) -> tuple:
+def expand_file(spec: str, bindings: list[str]) -> tuple[Any, Any, list, str]:
   """(sweep spec, base experiment, run specs, the sweep's resolved text) of a sweep gin file plus bindings."""
   from scaling import config
   from scaling.sweep import expand
@@ -149,6 +149,16 @@ def expand_file(spec: str, bindings: list[str]) -> tuple:
   if bindings:
     text += "\n# --- scaling sweep --gin_bindings ---\n" + "\n".join(bindings) + "\n"
   return sweep_spec, base, specs, text
+
+
+def retry_failed(root: Path, specs) -> None:
+  """`--retry_failed`: failed runs become pending again (they resume from their checkpoints)."""
+  from scaling import runs
+
+  for s in specs:
+    status = runs.read_status(root / s.run_id)
+    if status["state"] == "failed":
+      runs.set_status(root / s.run_id, "pending", status.get("step", 0), "retrying (--retry_failed)")
 
 
 def longest_first(specs, states: dict[str, str]) -> list[str]:
