@@ -146,7 +146,7 @@ def _prediction_plot(final: pd.DataFrame, fit3: Mapping[str, Any], prediction: M
                      measured: float | None, out: Path) -> Path:
   """Sweep points, the fitted frontier L*(C) with its band out to the target, the predicted loss of the target
   run with its interval, and the measured one."""
-  plt = plots._plt()
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
   sc = ax.scatter(final["C"], final["loss"], c=np.log10(final["N"]), cmap="viridis", s=22, label="sweep runs (final)")
   fig.colorbar(sc, ax=ax, label="log10 N")
@@ -169,7 +169,7 @@ def _prediction_plot(final: pd.DataFrame, fit3: Mapping[str, Any], prediction: M
   ax.set(xscale="log", xlabel=f"compute C (FLOPs, {prediction['convention']} convention)",
          ylabel="validation loss (nats/byte)", title="the target run: predicted against measured")
   ax.legend(fontsize=7)
-  return plots._save(fig, out)
+  return plots.save_figure(fig, out)
 
 
 def _target_curve_plot(root: Path, target: pd.DataFrame, prediction: Mapping[str, Any], out: Path) -> Path | None:
@@ -178,7 +178,7 @@ def _target_curve_plot(root: Path, target: pd.DataFrame, prediction: Mapping[str
   records = [r for r in runs.read_metrics(root / target["run"].iloc[0]) if r.get("eval_loss") is not None and r.get("tokens")]
   if not records:
     return None
-  plt = plots._plt()
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4))
   ax.plot([r["tokens"] for r in records], [r["eval_loss"] for r in records], marker=".", label="target run: eval loss")
   loss = prediction["loss"]
@@ -187,7 +187,7 @@ def _target_curve_plot(root: Path, target: pd.DataFrame, prediction: Mapping[str
     ax.axhspan(*loss["interval"], color="crimson", alpha=0.12)
   ax.set(xscale="log", xlabel="tokens", ylabel="validation loss (nats/byte)", title="the target run's learning curve")
   ax.legend(fontsize=8)
-  return plots._save(fig, out)
+  return plots.save_figure(fig, out)
 
 
 def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> str:
@@ -210,7 +210,7 @@ def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> s
     rows.append({"": "measured", "loss": f"{cmp['measured']:.4f}"})
   text = (f"<p>Target budget C = {prediction['C']:.3g} FLOPs ({html.escape(str(prediction['convention']))} convention), "
           f"{level}% bootstrap intervals over resamples of the sweep's runs.</p>")
-  text += report._table(rows, ["", "N", "D", "loss"])
+  text += report.html_table(rows, ["", "N", "D", "loss"])
   if cmp is not None:
     inside = "" if "inside" not in cmp else (" inside" if cmp["inside"] else " <b>outside</b>")
     text += (f"<p class='big'><b>prediction error {cmp['relative_error']:+.2%}</b>: the measured loss lies{inside} "
@@ -229,26 +229,26 @@ def build_report(root: Path, table: pd.DataFrame, df: pd.DataFrame, fit3: Mappin
   with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp)
     sections.append("<h2>predicted against measured</h2>" + _headline(prediction, cmp)
-                    + report._img(_prediction_plot(final, fit3, prediction, cmp["measured"] if cmp else None, out / "pred")))
+                    + report.html_img(_prediction_plot(final, fit3, prediction, cmp["measured"] if cmp else None, out / "pred")))
     curve = _target_curve_plot(root, target, prediction, out / "target")
     if curve is not None:
-      sections.append(report._img(curve))
+      sections.append(report.html_img(curve))
     sections.append("<h2>the sweep</h2><p>"
                     + (html.escape("; ".join(checks)) if checks else "Every budget's lowest loss lies inside its swept "
                        "sizes (the optimum is bracketed).") + "</p>"
-                    + report._img(plots.isoflop_curves(final, fit2["optima"], out / "isoflop"))
-                    + report._img(plots.learning_curves(df, out / "curves")))
-    sections.append(report._fit_section("approach 3: parametric fit L(N, D) = E + A/N^alpha + B/D^beta", fit3,
+                    + report.html_img(plots.isoflop_curves(final, fit2["optima"], out / "isoflop"))
+                    + report.html_img(plots.learning_curves(df, out / "curves")))
+    sections.append(report.fit_section("approach 3: parametric fit L(N, D) = E + A/N^alpha + B/D^beta", fit3,
                                         [plots.compute_optimal(fit3, out / "opt3", prediction["C"], final["C"]),
                                          plots.residuals(final, fit3, out / "res3")]))
-    sections.append(report._fit_section("approach 2: IsoFLOP minima", fit2,
+    sections.append(report.fit_section("approach 2: IsoFLOP minima", fit2,
                                         [plots.compute_optimal(fit2, out / "opt2", prediction["C"])]))
   table = table[table["run"].isin(set(fit3["runs"]) | set(target["run"]))]
   rows = table.drop(columns=["convention"]).to_dict("records")
-  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling demo</title><style>{report._CSS}"
+  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling demo</title><style>{report.CSS}"
           ".big{font-size:18px}</style></head><body><h1>scaling demo: predict a larger run, then train it</h1>"
-          f"<p>sweep root: <code>{html.escape(str(root))}</code></p>" + report._convention(fit3["convention"])
-          + "".join(sections) + "<h2>runs</h2>" + report._table(rows, [c for c in table.columns if c != "convention"])
+          f"<p>sweep root: <code>{html.escape(str(root))}</code></p>" + report.convention_html(fit3["convention"])
+          + "".join(sections) + "<h2>runs</h2>" + report.html_table(rows, [c for c in table.columns if c != "convention"])
           + "</body></html>")
 
 

@@ -14,24 +14,26 @@ import numpy as np
 import pandas as pd
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+  """matplotlib.pyplot on the Agg backend (no display needed)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   return plt
 
 
-def _save(fig: Any, out: Path) -> Path:
+def save_figure(fig: Any, out: Path) -> Path:
+  """Writes `fig` as PNG and SVG next to `out` and closes it; returns the PNG path."""
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
   fig.savefig(out.with_suffix(".png"), dpi=110)
   fig.savefig(out.with_suffix(".svg"))
-  _plt().close(fig)
+  pyplot().close(fig)
   return out.with_suffix(".png")
 
 
 def _colors(values: np.ndarray) -> Any:
-  plt = _plt()
+  plt = pyplot()
   logs = np.log(values)
   span = np.ptp(logs) or 1.0
   return plt.cm.viridis((logs - logs.min()) / span)
@@ -41,7 +43,7 @@ def isoflop_curves(df: pd.DataFrame, optima: Sequence[Mapping[str, Any]], out: P
                    window: int = 2) -> Path:
   """Loss against N per compute budget, the parabola fitted near each minimum, and the minima."""
   from scaling.fit import isoflop
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   groups = isoflop.budget_ids(df, tol)
   budgets = np.array([isoflop.budget_value(df[groups == g]) for g in np.unique(groups)])
@@ -60,7 +62,7 @@ def isoflop_curves(df: pd.DataFrame, optima: Sequence[Mapping[str, Any]], out: P
     ax.scatter(good["N_star"], good["L_star"], marker="*", s=90, color="crimson", zorder=5, label="minima")
   ax.set(xscale="log", xlabel="parameters N", ylabel="loss (nats/token)", title="IsoFLOP curves")
   ax.legend(fontsize=7, ncol=2)
-  return _save(fig, out)
+  return save_figure(fig, out)
 
 
 def compute_range(C: Sequence[float] | None, target: float | None = None) -> tuple[float, float]:
@@ -79,7 +81,7 @@ def compute_optimal(fit_: Mapping[str, Any], out: Path, target: float | None = N
                     data_C: Sequence[float] | None = None) -> Path:
   """N*(C) and D*(C) with bootstrap bands, over the data's compute (or budgets) out to the target budget."""
   from scaling.fit import predict
-  plt = _plt()
+  plt = pyplot()
   opt = pd.DataFrame(fit_.get("optima") or [])
   c_lo, c_hi = compute_range(opt["C"] if len(opt) else data_C, target)
   grid = np.geomspace(c_lo, c_hi, 30)
@@ -99,14 +101,14 @@ def compute_optimal(fit_: Mapping[str, Any], out: Path, target: float | None = N
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label)
     ax.legend(fontsize=7)
   fig.suptitle("compute-optimal allocation")
-  return _save(fig, out)
+  return save_figure(fig, out)
 
 
 def frontier(df: pd.DataFrame, fits: Mapping[str, Mapping[str, Any]], out: Path, target: float | None = None,
              title: str = "loss against compute") -> Path:
   """Every point's loss against compute and each fit's compute-optimal loss L*(C) with its band, out to the target."""
   from scaling.fit import predict
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
   ax.scatter(df["C"], df["loss"], c=_colors(df["N"].to_numpy(np.float64)), s=8, alpha=0.6, label="runs")
   lo, hi = compute_range(df["C"], target)
@@ -124,13 +126,13 @@ def frontier(df: pd.DataFrame, fits: Mapping[str, Mapping[str, Any]], out: Path,
     ax.axvline(target, color="gray", ls="--", lw=1, label=f"target C={target:.3g}")
   ax.set(xscale="log", xlim=(lo / 1.3, hi * 1.3), xlabel="compute C (FLOPs)", ylabel="loss (nats/token)", title=title)
   ax.legend(fontsize=7)
-  return _save(fig, out)
+  return save_figure(fig, out)
 
 
 def loss_vs_compute(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path, target: float | None = None) -> Path:
   """Every point's loss against compute, the lower envelope and the fitted loss law."""
   from scaling.fit import envelope, predict
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   ax.scatter(df["C"], df["loss"], c=_colors(df["N"].to_numpy(np.float64)), s=6, alpha=0.6, label="points")
   try:
@@ -146,13 +148,13 @@ def loss_vs_compute(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path, target
             label="fitted law at the optimum")
   ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel="loss (nats/token)", title="loss vs compute")
   ax.legend(fontsize=8)
-  return _save(fig, out)
+  return save_figure(fig, out)
 
 
 def residuals(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path) -> Path:
   """Log residuals ln L_pred - ln L_obs of a parametric fit against N and against D."""
   from scaling.fit import laws
-  plt = _plt()
+  plt = pyplot()
   law = laws.get(fit_["law"])
   pred = law.predict(np, fit_["theta"], {c: df[c].to_numpy(np.float64) for c in law.inputs})
   r = np.log(pred) - np.log(df["loss"].to_numpy(np.float64))
@@ -164,12 +166,12 @@ def residuals(df: pd.DataFrame, fit_: Mapping[str, Any], out: Path) -> Path:
     ax.axhspan(-fit_.get("delta", 1e-3), fit_.get("delta", 1e-3), color="gray", alpha=0.2)
     ax.set(xscale="log", xlabel=key, ylabel="ln L_pred - ln L_obs")
   fig.suptitle(f"residuals of the {law.name} fit")
-  return _save(fig, out)
+  return save_figure(fig, out)
 
 
 def learning_curves(df: pd.DataFrame, out: Path) -> Path:
   """Loss against tokens for every run, coloured by model size."""
-  plt = _plt()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   sizes = df.groupby("run")["N"].first()
   colors = dict(zip(sizes.index, _colors(sizes.to_numpy(np.float64))))
@@ -178,4 +180,4 @@ def learning_curves(df: pd.DataFrame, out: Path) -> Path:
   sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.matplotlib.colors.LogNorm(sizes.min(), max(sizes.max(), sizes.min() * 1.01)))
   fig.colorbar(sm, ax=ax, label="parameters N")
   ax.set(xscale="log", yscale="log", xlabel="tokens D", ylabel="loss (nats/token)", title="learning curves")
-  return _save(fig, out)
+  return save_figure(fig, out)

@@ -20,7 +20,7 @@ import pandas as pd
 from scaling.errors import UserError
 from scaling.fit import isoflop, load, pipeline, plots
 
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
         "font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
         "th{background:#f0f0f0}img{max-width:100%}.warn{color:#a40}code{background:#f4f4f4}")
 
@@ -29,13 +29,15 @@ def _g(x: Any) -> str:
   return f"{x:.6g}" if isinstance(x, (float, int, np.floating)) and not isinstance(x, bool) else html.escape(str(x))
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+  """An HTML table of `rows` (numbers to 6 significant digits, text escaped)."""
   head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
   body = "".join("<tr>" + "".join(f"<td>{_g(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
   return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _img(path: Path) -> str:
+def html_img(path: Path) -> str:
+  """A PNG inlined as a data URI, so the page is one self-contained file."""
   return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
@@ -45,16 +47,17 @@ def _params(fit_: Mapping[str, Any]) -> str:
   for k, v in values.items():
     iv = fit_.get("intervals", {}).get(k)
     rows.append({"parameter": k.replace("derived.", ""), "value": v, "interval": f"[{_g(iv[0])}, {_g(iv[1])}]" if iv else ""})
-  return _table(rows, ["parameter", "value", "interval"])
+  return html_table(rows, ["parameter", "value", "interval"])
 
 
-def _fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path]) -> str:
+def fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path]) -> str:
+  """One fit: its formula, objective, parameters with intervals, warnings and figures."""
   info = (f"objective {fit_.get('objective_name', 'least squares')} = {_g(fit_['objective'])}"
           + (f"; {fit_['starts_converged']} of {fit_['n_starts']} starts converged" if "n_starts" in fit_ else ""))
   warn = "".join(f'<p class="warn">warning: {html.escape(w)}</p>' for w in fit_.get("warnings", []))
   return (f"<h2>{html.escape(title)}</h2><p><code>{html.escape(fit_.get('formula', ''))}</code></p>"
           f"<p>{info}; {fit_['n_points']} points from {fit_['n_runs']} runs.</p>{_params(fit_)}{warn}"
-          + "".join(_img(f) for f in figures))
+          + "".join(html_img(f) for f in figures))
 
 
 COLLAPSE_ROWS = 20  # tables longer than this are folded into a <details> element
@@ -62,7 +65,7 @@ COLLAPSE_ROWS = 20  # tables longer than this are folded into a <details> elemen
 
 def _collapsed(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], what: str) -> str:
   """A table, folded under a one-line summary when it has more than COLLAPSE_ROWS rows."""
-  body = _table(rows, columns)
+  body = html_table(rows, columns)
   if len(rows) <= COLLAPSE_ROWS:
     return body
   return f"<details><summary>{len(rows)} {html.escape(what)} (click to show)</summary>{body}</details>"
@@ -74,7 +77,7 @@ def _has_isoflops(final: pd.DataFrame, tol: float) -> bool:
   return int((sizes >= 3).sum()) >= 2
 
 
-def _convention(convention: Mapping[str, Any]) -> str:
+def convention_html(convention: Mapping[str, Any]) -> str:
   """The counting convention of N and C, and why it is the one used."""
   name = convention.get("name", "as given")
   why = convention.get("why") or ("a label of the table; N and C are the table's columns "
@@ -123,14 +126,14 @@ def _comparison(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.
                      "N*": t[0]["N"]["value"], "D*": t[0]["D"]["value"]})
   section = ("<h2>laws compared</h2><p>Every applicable law fitted to all final points; their compute-optimal loss "
              "extrapolated to the targets with bootstrap intervals.</p>"
-             + _table(rows, ["law", "C", "L*", "L* interval", "N*", "D*"])
-             + _img(plots.frontier(final.reset_index(drop=True), fits, out / "laws", max(budgets), "laws compared")))
+             + html_table(rows, ["law", "C", "L*", "L* interval", "N*", "D*"])
+             + html_img(plots.frontier(final.reset_index(drop=True), fits, out / "laws", max(budgets), "laws compared")))
   if len(np.unique(isoflop.budget_ids(final, opts.budget_tol))) >= 3:
     try:
       table, _ = select.backtest(df, convention, dataclasses.replace(opts, bootstrap=0, holdout="largest"), inputs, names)
       section += ("<p>Backtest: each law fitted without the runs at the largest budget, scored on them "
                   "(what <code>--law=auto --holdout=largest</code> keeps: the lowest error).</p>"
-                  + _table([{"law": r["law"], "mean |relative error|": f"{r['mean_abs_relative_error']:.3%}",
+                  + html_table([{"law": r["law"], "mean |relative error|": f"{r['mean_abs_relative_error']:.3%}",
                              "AIC": r["aic"], "held-out runs": len(r["held_out"])} for r in table],
                            ["law", "mean |relative error|", "AIC", "held-out runs"]))
     except UserError as e:
@@ -151,7 +154,7 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
     out = Path(tmp)
     curves = df.groupby("run").size()
     if (curves >= 2).sum() >= 2:
-      sections.append(f"<h2>learning curves</h2>{_img(plots.learning_curves(df, out / 'curves'))}")
+      sections.append(f"<h2>learning curves</h2>{html_img(plots.learning_curves(df, out / 'curves'))}")
     fits = []
     fit3 = None
     if len(final) >= 2:
@@ -164,7 +167,7 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
         opening = (f"<h2>loss against compute</h2><p>Final points and the {html.escape(fit3['law'])} fit's "
                    f"compute-optimal frontier L*(C), extrapolated to the target C = {_g(max(budgets))} with its "
                    f"{int(100 * opts.level)}% interval.</p>"
-                   + _img(plots.frontier(final.reset_index(drop=True), {fit3["law"]: fit3}, out / "frontier", max(budgets))))
+                   + html_img(plots.frontier(final.reset_index(drop=True), {fit3["law"]: fit3}, out / "frontier", max(budgets))))
       fits.append(("approach 3: parametric fit", fit3, figs))
     else:
       notes.append("approach 3 skipped: fewer than 2 finished runs")
@@ -194,7 +197,7 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
       notes += more
       sections.insert(0, comparison)
     for title, fit_, figs in fits:
-      sections.append(_fit_section(title, fit_, figs))
+      sections.append(fit_section(title, fit_, figs))
       for t in pipeline.targets(fit_, budgets):
         predictions.append({"approach": fit_["approach"], "C": t["C"], **{
             f"{k}*": t[k]["value"] for k in ("N", "D", "loss")}, **{
@@ -204,10 +207,10 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
   # Which runs give a law its final point: finished runs (a cooldown sweep's constant-LR parent does not).
   finished = set(df.loc[df["final"].astype(bool), "run"]) if "final" in df.columns else set(runs["run"])
   runs["final point"] = runs["run"].isin(finished).map({True: "yes", False: "no"})
-  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{_CSS}</style>"
+  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{CSS}</style>"
           f"</head><body><h1>scaling-law report</h1><p>inputs: {html.escape(', '.join(map(str, inputs)))}</p>"
-          + _convention(convention) + opening
+          + convention_html(convention) + opening
           + "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in notes)
-          + "<h2>predictions</h2>" + _table(predictions, list(dict.fromkeys(k for p in predictions for k in p)))
+          + "<h2>predictions</h2>" + html_table(predictions, list(dict.fromkeys(k for p in predictions for k in p)))
           + "".join(sections) + "<h2>runs</h2>" + _collapsed(runs.to_dict("records"), list(runs.columns), "runs")
           + "</body></html>")
