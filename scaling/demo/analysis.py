@@ -88,8 +88,7 @@ def fit(root: Path, table: pd.DataFrame, settings: recipe.Settings, run_ids: set
 def predict_target(fit3: Mapping[str, Any], fit2: Mapping[str, Any], compute: float, shape: str, N: float,
                    tokens: int, flops_per_token: float) -> dict[str, Any]:
   """The prediction the target run tests: the compute-optimal N*, D*, L* at `compute` (approaches 3 and 2),
-  and approach 3's loss at the shape actually trained (the size rule's shape nearest N*, D = C / its FLOPs
-  per token), each with its bootstrap interval."""
+  and approach 3's loss at the shape actually trained (N, `tokens`), each with its bootstrap interval."""
   return {
       "C": compute, "convention": fit3["convention"].get("name"), "level": fit3.get("level"),
       "approach3": predict.optimum_at(fit3, compute), "approach2": predict.optimum_at(fit2, compute),
@@ -101,12 +100,16 @@ def predict_target(fit3: Mapping[str, Any], fit2: Mapping[str, Any], compute: fl
 
 
 def plan_target(fit3: Mapping[str, Any], fit2: Mapping[str, Any], compute: float, base: Any) -> tuple[dict[str, Any], Any]:
-  """The prediction at `compute` and the size that tests it: the size rule's shape nearest approach 3's N*
-  (under the sweep's convention), trained on D = C / its FLOPs per token."""
+  """The prediction at `compute` and the size that tests it: the size rule's shape nearest approach 2's N*
+  (under the sweep's convention), trained on D = C / its FLOPs per token.
+
+  Approach 2's N*(C) is a power law through the measured minima of the budgets; approach 3's allocation
+  rests on its ratio beta / (alpha + beta), which a narrow range of budgets leaves loose (docs/demo.md).
+  """
   from scaling.sweep import expand
 
   convention = fit3["convention"]["name"]
-  n_star = predict.optimum_at(fit3, compute)["N"]["value"]
+  n_star = predict.optimum_at(fit2, compute)["N"]["value"]
   size = expand.size_near(base, convention, n_star)
   tokens = int(round(compute / size.flops_per_token))
   return predict_target(fit3, fit2, compute, size.label, size.N, tokens, size.flops_per_token), size
@@ -203,7 +206,7 @@ def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> s
        "D": f"{a3['D']['value']:.4g} {iv(a3['D'])}", "loss": f"{a3['loss']['value']:.4f} {iv(a3['loss'])}"},
       {"": "approach 2: compute-optimal", "N": f"{a2['N']['value']:.4g} {iv(a2['N'])}",
        "D": f"{a2['D']['value']:.4g} {iv(a2['D'])}", "loss": f"{a2['loss']['value']:.4f} {iv(a2['loss'])}"},
-      {"": f"trained: {t['shape']} (approach 3 at its N, D)", "N": f"{t['N']:.4g}", "D": f"{t['D']:.4g}",
+      {"": f"trained: {t['shape']}, nearest approach 2's N* (approach 3's loss at its N, D)", "N": f"{t['N']:.4g}", "D": f"{t['D']:.4g}",
        "loss": f"{loss['value']:.4f} {iv(loss)}"},
   ]
   if cmp is not None:

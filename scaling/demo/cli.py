@@ -130,9 +130,11 @@ def _prediction_line(prediction: dict[str, Any]) -> str:
   t, a3, loss = prediction["target"], prediction["approach3"], prediction["loss"]
   level = int(round(100 * prediction["level"]))
   interval = f" ({level}% interval {loss['interval'][0]:.4f} to {loss['interval'][1]:.4f})" if "interval" in loss else ""
-  return (f"prediction at C = {prediction['C']:.3g}: N* = {a3['N']['value']:.3g}, D* = {a3['D']['value']:.3g}, "
-          f"L* = {a3['loss']['value']:.4f}; the nearest shape {t['shape']} (N = {t['N']:.3g}) on D = {t['D']:,} "
-          f"tokens: loss {loss['value']:.4f}{interval}")
+  a2 = prediction["approach2"]
+  return (f"prediction at C = {prediction['C']:.3g}: approach 2 N* = {a2['N']['value']:.3g}, D* = "
+          f"{a2['D']['value']:.3g}; approach 3 N* = {a3['N']['value']:.3g}, D* = {a3['D']['value']:.3g}, "
+          f"L* = {a3['loss']['value']:.4f}; approach 2's N* rounds to the shape {t['shape']} (N = {t['N']:.3g}) on "
+          f"D = {t['D']:,} tokens, where approach 3 predicts the loss {loss['value']:.4f}{interval}")
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -98,6 +98,11 @@ def _lse(xp: Any, *terms: Any) -> Any:
   return out
 
 
+def _exp(x: float) -> float:
+  """exp(x), or inf where a bootstrap sample lies far out (ln A > 709) instead of an OverflowError."""
+  return math.exp(x) if x < 709.0 else math.inf
+
+
 def _f(theta: Theta) -> dict[str, float]:
   return {k: float(v) for k, v in theta.items()}
 
@@ -109,7 +114,7 @@ def _chinchilla_log(xp: Any, t: Theta, c: Cols) -> Any:
 
 def _chinchilla_public(t: Theta) -> dict[str, float]:
   t = _f(t)
-  return {"E": math.exp(t["e"]), "A": math.exp(t["a"]), "B": math.exp(t["b"]), "alpha": t["alpha"], "beta": t["beta"]}
+  return {"E": _exp(t["e"]), "A": _exp(t["a"]), "B": _exp(t["b"]), "alpha": t["alpha"], "beta": t["beta"]}
 
 
 def chinchilla_optimum(xp: Any, p: Mapping[str, Any], compute: Any, flops_per_nd: float = 6.0) -> tuple[Any, Any]:
@@ -142,7 +147,7 @@ def _power_law(x: str) -> Law:
 
   def public(t: Theta) -> dict[str, float]:
     t = _f(t)
-    return {"E": math.exp(t["e"]), "A": math.exp(t["a"]), "alpha": t["alpha"]}
+    return {"E": _exp(t["e"]), "A": _exp(t["a"]), "alpha": t["alpha"]}
 
   return Law(
       name=f"power_{x}" if x != "C" else "power",
@@ -172,7 +177,7 @@ def _kaplan_single(x: str) -> Law:
 
   def public(t: Theta) -> dict[str, float]:
     t = _f(t)
-    return {f"{x}c": math.exp(t[lc]), ax: t[ax]}
+    return {f"{x}c": _exp(t[lc]), ax: t[ax]}
 
   return Law(
       name=f"kaplan_{x}",
@@ -197,7 +202,7 @@ def _kaplan_nd_log(xp: Any, t: Theta, c: Cols) -> Any:
 
 def _kaplan_nd_public(t: Theta) -> dict[str, float]:
   t = _f(t)
-  return {"Nc": math.exp(t["log_Nc"]), "Dc": math.exp(t["log_Dc"]), "alpha_N": t["alpha_N"], "alpha_D": t["alpha_D"]}
+  return {"Nc": _exp(t["log_Nc"]), "Dc": _exp(t["log_Dc"]), "alpha_N": t["alpha_N"], "alpha_D": t["alpha_D"]}
 
 
 register(Law(
@@ -258,7 +263,7 @@ def _overtraining_log(xp: Any, t: Theta, c: Cols) -> Any:
 
 def _overtraining_public(t: Theta) -> dict[str, float]:
   t = _f(t)
-  return {"E": math.exp(t["e"]), "a": math.exp(t["log_a"]), "b": math.exp(t["log_b"]), "eta": t["eta"]}
+  return {"E": _exp(t["e"]), "a": _exp(t["log_a"]), "b": _exp(t["log_b"]), "eta": t["eta"]}
 
 
 OVERTRAINING = register(Law(
@@ -290,7 +295,7 @@ register(Law(
     inputs=("L",),
     theta=("eps", "log_k", "gamma"),
     log_predict=_downstream_exp_log,
-    public=lambda t: {"eps": float(t["eps"]), "k": math.exp(float(t["log_k"])), "gamma": float(t["gamma"])},
+    public=lambda t: {"eps": float(t["eps"]), "k": _exp(float(t["log_k"])), "gamma": float(t["gamma"])},
     to_theta=_log_of({"k": "log_k"}),
     grid={"eps": np.array([0.25, 0.5, 0.75, 1.0]), "log_k": np.arange(-3, 6.01, 1.0),
           "gamma": np.array([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0])},
@@ -309,7 +314,7 @@ register(Law(
     inputs=("L",),
     theta=("log_a", "b", "k", "L0"),
     log_predict=_downstream_sigmoid_log,
-    public=lambda t: {"a": math.exp(float(t["log_a"])), "b": float(t["b"]), "k": float(t["k"]), "L0": float(t["L0"])},
+    public=lambda t: {"a": _exp(float(t["log_a"])), "b": float(t["b"]), "k": float(t["k"]), "L0": float(t["L0"])},
     to_theta=_log_of({"a": "log_a"}),
     grid={"log_a": np.log([0.25, 0.5, 0.75, 1.0]), "b": np.array([0.0, 0.1, 0.25, 0.5]),
           "k": np.array([-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0]), "L0": np.arange(0.5, 5.01, 0.5)},
