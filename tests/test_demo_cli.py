@@ -33,7 +33,7 @@ def test_quick_demo_sweeps_fits_predicts_trains_the_target_and_reports(tmp_path,
   specs = {rid: json.loads((root / rid / "spec.json").read_text()) for rid in run_ids(root)}
   sweep = [rid for rid, s in specs.items() if s["part"] == "isoflop"]
   (target,) = [rid for rid, s in specs.items() if s["scope"] == "target"]
-  assert len({specs[r]["budget"] for r in sweep}) == 3 and len(sweep) == 12
+  assert len({specs[r]["budget"] for r in sweep}) == 3 and len(sweep) == 15
   assert all(state(root, rid) == "done" for rid in specs)
 
   fit3 = json.loads((root / "demo" / "fit_approach3.json").read_text())

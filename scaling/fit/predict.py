@@ -132,7 +132,8 @@ def optimum_draws(fit_: Mapping[str, Any], compute: float,
   k = float(fit_.get("convention", {}).get("flops_per_nd", 6.0))
   solve = (lambda th: _optimum_theta(fit_, th, compute, k, at or {})) if fit_["approach"] == 3 else (
       lambda th: _optimum_alloc(fit_, th, compute))
-  return solve(point(fit_)), [solve(s) for s in samples(fit_)]
+  with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # far-out bootstrap samples give inf/nan
+    return solve(point(fit_)), [solve(s) for s in samples(fit_)]
 
 
 def optimum_at(fit_: Mapping[str, Any], compute: float, at: Mapping[str, float] | None = None) -> dict[str, Any]:
