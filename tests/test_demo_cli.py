@@ -69,7 +69,7 @@ def test_quick_demo_sweeps_fits_predicts_trains_the_target_and_reports(tmp_path,
     (("--gin_bindings=demo.levle = 0.5",), "demo.levle"),
     (("--gin_bindings=isoflop.budgets = [-1e11]",), "isoflop.budgets"),
     (("--gin_bindings=isoflop.sizes = 2",), "the demo needs 3+ IsoFLOP budgets with 3+ sizes each"),
-    (("--gin_bindings=model.min_depth = 3",), "model.min_depth and model.max_depth must be whole numbers"),
+    (("--gin_bindings=model.min_depth = 0",), "model.min_depth and model.max_depth must be whole numbers"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, scaling_env, extra, message):
   root = tmp_path / "demo"

@@ -35,7 +35,9 @@ def test_two_concurrent_sweeps_run_every_run_exactly_once(tmp_path, scaling_env)
 
 @pytest.mark.slow
 def test_kill_9_midway_then_the_same_command_resumes_exactly(tmp_path, scaling_env):
-  long_runs = ("grid.params = [16000]", "grid.tokens = [10240, 51200]", "sweep.seeds = [0]")
+  # Longest first: the 200-step run trains, then the 120-step one, which is killed midway (a run of a few
+  # dozen steps can finish between two looks).
+  long_runs = ("grid.params = [16000]", "grid.tokens = [30720, 51200]", "sweep.seeds = [0]")
   reference = tmp_path / "reference"
   assert run_sweep(scaling_env, reference, *long_runs).returncode == 0
   root = tmp_path / "sweep"
@@ -44,7 +46,7 @@ def test_kill_9_midway_then_the_same_command_resumes_exactly(tmp_path, scaling_e
   ids = None
   deadline = time.time() + 300
   while time.time() < deadline:
-    time.sleep(0.5)
+    time.sleep(0.2)
     ids = run_ids(root) if root.exists() else []
     # Kill once one run is done and the other has a checkpoint and metrics past it.
     if len(ids) == 2 and sorted(state(root, r) for r in ids) == ["done", "running"]:
