@@ -89,6 +89,14 @@ def canonical_shapes(preferred_aspect: float = 64.0, **rule) -> list[tuple[int, 
   return out
 
 
+def check_depths(min_depth: int, max_depth: int) -> None:
+  """ValueError unless `model.min_depth` and `model.max_depth` are whole numbers with 1 <= min <= max."""
+  if not (all(isinstance(d, int) and not isinstance(d, bool) for d in (min_depth, max_depth))
+          and 1 <= min_depth <= max_depth):
+    raise ValueError(f"model.min_depth and model.max_depth must be whole numbers with 1 <= min <= max, got "
+                     f"{min_depth!r}, {max_depth!r}")
+
+
 def shape_for_params(
     target: float,
     *,
@@ -176,9 +184,7 @@ def model_config(
       raise ValueError(f"model.params must be a positive number, got {params!r}")
     if not 0 < min_aspect <= max_aspect:
       raise ValueError(f"model.min_aspect and model.max_aspect must satisfy 0 < min <= max, got {min_aspect!r}, {max_aspect!r}")
-    if not (isinstance(min_depth, int) and isinstance(max_depth, int) and 1 <= min_depth <= max_depth):
-      raise ValueError(f"model.min_depth and model.max_depth must be whole numbers with 1 <= min <= max, got "
-                       f"{min_depth!r}, {max_depth!r}")
+    check_depths(min_depth, max_depth)
     rule = dict(head_dim=head_dim or 64, mlp_ratio=mlp_ratio, mlp=mlp, kv_ratio=1, min_aspect=min_aspect,
                 max_aspect=max_aspect, min_depth=min_depth, max_depth=max_depth)
     base = dict(zip(("width", "depth", "heads", "mlp_width"), shape_for_params(params, **rule)))

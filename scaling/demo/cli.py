@@ -156,7 +156,8 @@ def demo(args: argparse.Namespace) -> int:
   _say(f"[1/4] IsoFLOP sweep {name}: {len(budgets)} budgets x {len(specs) // len(budgets)} sizes "
        f"({', '.join(f'{b:.3g}' for b in budgets)} FLOPs, {sweep_spec.convention} convention) into {root}, "
        f"{workers} worker(s)")
-  estimate = _estimate(sweep_spec, specs, recipe.target_budget(budgets, settings.target_factor))
+  compute = recipe.target_budget(budgets, settings.target_factor)
+  estimate = _estimate(sweep_spec, specs, compute)
   if estimate:
     _say(estimate)
   prediction = analysis.read_prediction(root, ids, settings)
@@ -189,7 +190,7 @@ def demo(args: argparse.Namespace) -> int:
   p3 = fit3["params"]
   _say("approach 3: L = E + A/N^alpha + B/D^beta with " + ", ".join(f"{k} = {p3[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta")))
   if prediction is None:
-    prediction, size = analysis.plan_target(fit3, fit2, recipe.target_budget(budgets, settings.target_factor), base)
+    prediction, size = analysis.plan_target(fit3, fit2, compute, base)
     problem = recipe.epochs_failure(prediction["target"]["D"], _unique_tokens(root, sorted(ids)), settings.max_epochs)
     if problem:
       _say(f"stopping before the target run: {problem}")

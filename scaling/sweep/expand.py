@@ -151,8 +151,10 @@ def size_near(base: Base, convention: str, n_target: float) -> Size:
   embedding = base.vocab_size * (1 if _bound("model.tie_embeddings", False) else 2)
   counted = (lambda w, n: n) if CONVENTIONS[convention][0] == "params_non_embedding" else (lambda w, n: n + embedding * w)
   depths = _bound("model.min_depth", 1), _bound("model.max_depth", 128)
-  if not (all(isinstance(d, int) and not isinstance(d, bool) for d in depths) and 1 <= depths[0] <= depths[1]):
-    raise UserError(f"model.min_depth and model.max_depth must be whole numbers with 1 <= min <= max, got {depths}")
+  try:
+    sizes.check_depths(*depths)
+  except ValueError as e:
+    raise UserError(str(e)) from None
   rule = (_bound("model.head_dim", 64), _bound("model.mlp_ratio", 4.0), _bound("model.mlp", "swiglu"),
           _bound("model.min_aspect", 32.0), _bound("model.max_aspect", 128.0), *depths)
   shapes = _candidates(*rule)
