@@ -49,6 +49,11 @@ def test_quick_demo_sweeps_fits_predicts_trains_the_target_and_reports(tmp_path,
   t = specs[target]
   assert (f"{t['shape']['width']}x{t['shape']['depth']}", t["tokens"]) == (pred["target"]["shape"], pred["target"]["D"])
   assert t["C"] == pytest.approx(pred["C"], rel=0.01)  # the trained run spends the target budget
+  # The target trains with a batch and LR the sweep trained with, whatever the size rules say at 10x.
+  assert (t["global_batch"], t["learning_rate"]) == (pred["target"]["global_batch"], pred["target"]["learning_rate"])
+  assert t["global_batch"] <= max(specs[r]["global_batch"] for r in sweep)
+  assert min(specs[r]["learning_rate"] for r in sweep) <= t["learning_rate"] <= max(specs[r]["learning_rate"] for r in sweep)
+  assert pred["target"]["rules"]["global_batch"] >= t["global_batch"]
   measured = [r for r in map(json.loads, (root / target / "metrics.jsonl").read_text().splitlines())
               if "eval_loss" in r][-1]["eval_loss"]
   assert f"measured {measured:.4f}" in last

@@ -43,6 +43,13 @@ def test_target_budget_is_the_factor_times_the_largest():
   assert recipe.target_budget([2.5e12, 5e12, 3.5e12], 10.0) == pytest.approx(5e13)
 
 
+def test_the_target_batch_and_lr_are_held_to_what_the_sweep_trained():
+  sweep = pd.DataFrame({"batch": [16, 24, 32, 28], "lr": [0.0088, 0.0088, 0.0081, 0.0084]})
+  assert recipe.within_sweep(68, 0.0060, sweep) == (32, 0.0081)  # the rules at 10x leave both ranges
+  assert recipe.within_sweep(20, 0.0085, sweep) == (20, 0.0085)  # inside: kept
+  assert recipe.within_sweep(8, 0.0100, sweep) == (8, 0.0088)  # a smaller batch is kept; the LR is held
+
+
 def test_a_target_beyond_one_epoch_is_refused_with_the_numbers():
   assert recipe.epochs_failure(2e7, 3e7, 1.0) is None
   assert recipe.epochs_failure(2e7, None, 1.0) is None

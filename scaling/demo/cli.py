@@ -86,9 +86,14 @@ def _unique_tokens(root: Path, run_ids: Sequence[str]) -> float | None:
 
 
 def _target_bindings(target: dict[str, Any]) -> list[str]:
-  """The part that trains the target run: a one-point grid at the chosen shape and token count."""
-  return ["sweep.parts = [@isoflop(), @target/grid()]",
-          f"target/grid.params = [{float(target['model_params'])!r}]", f"target/grid.tokens = [{int(target['D'])}]"]
+  """The part that trains the target run: a one-point grid at the chosen shape and token count, with the
+  batch and LR chosen for it (`recipe.within_sweep`) once they are."""
+  out = ["sweep.parts = [@isoflop(), @target/grid()]",
+         f"target/grid.params = [{float(target['model_params'])!r}]", f"target/grid.tokens = [{int(target['D'])}]"]
+  if "global_batch" in target:
+    out += [f"size_rules.max_batch = {int(target['global_batch'])}",
+            f"target/grid.bindings = ['train.learning_rate = {float(target['learning_rate'])!r}']"]
+  return out
 
 
 def _with_target(name: str, bindings: list[str], prediction: dict[str, Any]) -> tuple:
@@ -97,6 +102,27 @@ def _with_target(name: str, bindings: list[str], prediction: dict[str, Any]) -> 
 
   _, _, specs, text = sweep_cli.expand_file(name, bindings + _target_bindings(prediction["target"]))
   return specs, text
+
+
+def _target_spec(specs: Sequence[ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
+  """The target run's spec among the sweep's."""
+  from scaling.demo import analysis
+
+  return next(s for s in specs if s.get("scope", "") == analysis.TARGET_SCOPE)
+
+
+def _hold_hyperparameters(target: dict[str, Any], spec: ml_collections.ConfigDict, sweep: Any) -> None:
+  """Records in `target` the batch and LR it trains with: the size rules' values at its budget, held to the
+  sweep's ranges (`recipe.within_sweep`), and says so when the rules' values are left."""
+  from scaling.demo import recipe
+
+  batch, lr = recipe.within_sweep(spec.global_batch, spec.learning_rate, sweep)
+  target.update(global_batch=batch, learning_rate=lr,
+                rules={"global_batch": int(spec.global_batch), "learning_rate": float(spec.learning_rate)})
+  if (batch, lr) != (spec.global_batch, spec.learning_rate):
+    _say(f"the size rules give the target batch {spec.global_batch} and LR {spec.learning_rate:.4g}, outside what "
+         f"the sweep trained; it trains with batch {batch} and LR {lr:.4g}, the nearest the sweep measured "
+         "(docs/demo.md)")
 
 
 def _preflight(specs: Sequence[ml_collections.ConfigDict], kinds: set[str]) -> list[float]:
@@ -197,10 +223,12 @@ def demo(args: argparse.Namespace) -> int:
       return 1
     prediction["target"]["model_params"] = size.params  # the model.params that gives this shape
     prediction["settings"] = analysis.settings_record(settings)
+    all_specs, _ = _with_target(name, args.gin_bindings, prediction)
+    _hold_hyperparameters(prediction["target"], _target_spec(all_specs), sweep)
     all_specs, all_text = _with_target(name, args.gin_bindings, prediction)
   _say(_prediction_line(prediction))
 
-  target = [s for s in all_specs if s.get("scope", "") == analysis.TARGET_SCOPE]
+  target = [_target_spec(all_specs)]
   prediction["target"]["run"] = target[0].run_id
   analysis.write_prediction(root, prediction)  # before the run that tests it starts
   _say(f"[3/4] training the predicted optimum {prediction['target']['shape']} on {target[0].tokens:,} tokens "

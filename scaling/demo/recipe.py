@@ -78,6 +78,14 @@ def target_budget(budgets: Sequence[float], factor: float) -> float:
   return float(factor * max(budgets))
 
 
+def within_sweep(batch: int, learning_rate: float, sweep: pd.DataFrame) -> tuple[int, float]:
+  """The target's batch (sequences) and LR, held to the ranges the sweep's runs trained with (`sweep` has
+  columns batch and lr): the law was fitted to runs with those, and knows nothing of what a batch or LR
+  outside them does. The size rules, evaluated 10x beyond the largest budget, would leave them."""
+  batch = min(int(batch), int(sweep["batch"].max()))
+  return batch, float(min(max(learning_rate, float(sweep["lr"].min())), float(sweep["lr"].max())))
+
+
 def epochs_failure(tokens: float, unique_tokens: float | None, max_epochs: float) -> str | None:
   """Why the target may not train on `tokens` (more passes over the training split than allowed), or None."""
   if not unique_tokens:
