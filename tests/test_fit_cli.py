@@ -112,6 +112,17 @@ def test_out_parent_is_created_and_an_unwritable_out_fails_before_fitting(sweep_
   assert r.returncode == 2 and "--out" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_report_of_a_bad_curve_fit_record_exits_2_with_one_line(tmp_path):
+  bad = tmp_path / "fit.json"
+  bad.write_text(json.dumps({"law": "tissue", "params": {"L0": 2.5, "A": 0.8, "alpha": 0.5, "C": 0.3, "lambda": 0.999},
+                             "areas": {"momentum_init": "zero"}}))
+  r = scaling("report", "--curve_fit", bad, "--out", tmp_path / "report.html")
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+  assert lines[0] == f"scaling report: error: {bad}: malformed curve-law fit record: objective is not a number"
+  assert not (tmp_path / "report.html").exists()
+
+
 def _main(capsys, *args):
   from scaling import cli
   code = cli.main([str(a) for a in args])

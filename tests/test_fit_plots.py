@@ -1,5 +1,6 @@
 """Tests of scaling.fit.plots: every figure is written as PNG and SVG."""
 
+import numpy as np
 import pytest
 
 from scaling.fit import pipeline, plots, synthetic
@@ -40,3 +41,24 @@ def test_plot_ranges_follow_the_data_and_the_target():
   assert plots.compute_range([3e11, 1e12, 3e12], 2.8e14) == (3e11, 2.8e14)
   assert plots.compute_range([3e11, 3e12]) == (3e11, 3e12)
   assert plots.compute_range(None, 1e20) == (1e18, 1e20)
+
+
+def test_curve_ranges_follow_the_measured_curves():
+  steps = np.arange(0, 101)
+  loss = np.r_[np.full(10, 100.0), np.linspace(3.0, 2.0, 91)]  # the first 10% of steps lie far above the rest
+  assert plots.curve_loss_range([(steps, loss)]) == pytest.approx((1.95, 3.05))
+  assert plots.curve_loss_range([(steps, loss)], skip=0.0) == pytest.approx((2.0 - 4.9, 100.0 + 4.9))
+  assert plots.curve_step_range([steps, np.arange(1, 151)]) == pytest.approx((-3.0, 153.0))
+  with pytest.raises(ValueError):
+    plots.curve_loss_range([])
+
+
+def test_curve_law_figure(tmp_path):
+  from scaling.fit.curve_report import CurveView
+  steps = np.arange(10, 1001, 10)
+  grid = np.arange(1, 1501)
+  mid = 2 + 5 / np.sqrt(grid)
+  law = {"step": grid, "loss": mid, "loss_lo": mid - 0.01, "loss_hi": mid + 0.01}
+  fitted = CurveView("a", "partial", steps, 2 + 5 / np.sqrt(steps), steps <= 700, 700, law)
+  held_out = CurveView("b", "held out", steps, 2.1 + 5 / np.sqrt(steps), np.zeros(len(steps), bool), None, law)
+  _written(plots.curve_law([fitted, held_out], tmp_path / "law", "curve law"))

@@ -60,15 +60,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
   down.set_defaults(func=run_fit_downstream)
 
   rep = subparsers.add_parser("report", help="write a self-contained HTML report of a sweep or table")
-  _data_args(rep)
+  _data_args(rep, nargs="*")
   _fit_args(rep, bootstrap_default=200)
   rep.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
   rep.add_argument("--target", type=float, action="append", default=[], help="budgets to predict (repeatable)")
+  rep.add_argument("--curve_fit", action="append", default=[], metavar="FIT_JSON",
+                   help="a fit.json of `scaling fit --law=tissue`: adds a section with its curves (repeatable; "
+                   "without INPUT the report holds these sections only)")
   rep.set_defaults(func=run_report)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-  p.add_argument("inputs", nargs="+", metavar="INPUT", help="sweep roots, run directories or CSV/JSON tables")
+def _data_args(p: argparse.ArgumentParser, nargs: str = "+") -> None:
+  p.add_argument("inputs", nargs=nargs, metavar="INPUT", help="sweep roots, run directories or CSV/JSON tables")
   p.add_argument("--columns", help="map table columns: N=params,D=tokens,loss=val_loss,C=flops,run=a+b")
   p.add_argument("--convention", help="counting convention: 6N|6N_total|chinchilla|xla for run directories "
                  "(default chinchilla: embeddings, output layer and attention counted); for tables a label recorded in fit.json")
@@ -334,13 +337,27 @@ def run_fit_downstream(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-  """`scaling report`: fits every approach the data allows and writes one self-contained HTML page."""
-  from scaling.fit import load, report
+  """`scaling report`: fits every approach the data allows, adds the curve-law fits named, writes one HTML page."""
+  from scaling.fit import curve_report, load, report
   out = _writable_out(args.out)
-  law_source = _register_user_laws(args)
-  opts = _options(args)
-  df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
-  _enable_jax_cache()
-  _write(out, report.build(df, conv, opts, args.inputs, args.target, law_source))
+  if curve_cli.is_curve_law(args.law):
+    raise UserError(f"--law={args.law}: the report shows a learning-curve law from its fit: run `scaling fit INPUT "
+                    f"--law={args.law} --out fit.json`, then `scaling report --curve_fit fit.json`")
+  if not args.inputs and not args.curve_fit:
+    raise UserError("nothing to report: give INPUT (sweep roots, run directories or tables) or --curve_fit FIT_JSON")
+  fits = [(path, curve_report.read(path)) for path in args.curve_fit]
+  if args.inputs:
+    law_source = _register_user_laws(args)
+    opts = _options(args)
+    df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
+  curve_sections, notes = curve_report.sections(fits)
+  for note in notes:
+    print(f"scaling report: warning: {note}", file=sys.stderr)
+  if args.inputs:
+    _enable_jax_cache()
+    page = report.build(df, conv, opts, args.inputs, args.target, law_source, curve_sections)
+  else:
+    page = report.page(args.curve_fit, curve_sections)
+  _write(out, page)
   print(f"wrote {out}", file=sys.stdout)
   return 0

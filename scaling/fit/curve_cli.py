@@ -82,13 +82,14 @@ def _reject_other_options(args: argparse.Namespace) -> None:
 
 def fit_inputs(args: argparse.Namespace) -> dict[str, Any]:
   """Loads the curves named by the arguments, fits the law and returns the fit.json record."""
-  from scaling.fit import curve_fit, curve_load
+  from scaling.fit import curve_fit, curve_load, load
   _reject_other_options(args)
   opts = _options(args)
   data = curve_load.load_curves(args.inputs, args.columns, args.curve_loss, args.filter)
   data = [curve_load.truncate(c, args.curve_until, args.curve_from) for c in data]
   record = curve_fit.fit(data, opts)
   record["inputs"] = [str(i) for i in args.inputs]
+  record["load"] = {"columns": load.parse_columns(args.columns), "filter": args.filter, "curve_loss": args.curve_loss}
   return record
 
 
@@ -112,26 +113,39 @@ def summary(fit_: Mapping[str, Any]) -> str:
     iv = fit_.get("intervals", {}).get(k)
     lines.append(f"  {k:>6} = {_g(fit_['params'][k])}" + (f"  [{_g(iv[0])}, {_g(iv[1])}]" if iv else ""))
   if fit_.get("bootstrap"):
-    b = fit_["bootstrap"]
-    unit = "curves" if b["unit"] == "curve" else f"residual blocks of {b['block_len']} points"
-    lines.append(f"intervals: {int(round(100 * fit_['level']))}% percentile bootstrap over {b['resamples']} "
-                 f"resamples of {unit} (seed {b['seed']})")
-  q = fit_["fit_quality"]
+    lines.append(f"intervals: {bootstrap_text(fit_)}")
   lines.append(f"objective {fit_['objective_name']} = {_g(fit_['objective'])}; {fit_['starts_converged']} of "
-               f"{fit_['n_starts']} starts converged; mean |relative error| {q['mean_abs_rel_error']:.3%}, "
-               f"max {q['max_abs_rel_error']:.3%} (past the first 10% of steps: {q['late_mean_abs_rel_error']:.3%}, "
-               f"max {q['late_max_abs_rel_error']:.3%})")
+               f"{fit_['n_starts']} starts converged; {quality_text(fit_['fit_quality'])}")
   lines += [f"WARNING: {w}" for w in fit_.get("warnings", [])]
   return "\n".join(lines)
 
 
-def read_fit(path: str | Path) -> dict[str, Any] | None:
-  """The fit.json at `path` if it is a curve-law fit, else None (plain JSON, never executed)."""
+def bootstrap_text(fit_: Mapping[str, Any]) -> str:
+  """How a curve fit's intervals were made (level, resamples, unit, seed), for the summary and the report."""
+  b = fit_["bootstrap"]
+  unit = "curves" if b["unit"] == "curve" else f"residual blocks of {b.get('block_len', '?')} points"
+  return (f"{int(round(100 * fit_['level']))}% percentile bootstrap over {b['resamples']} resamples of {unit} "
+          f"(seed {b['seed']})")
+
+
+def quality_text(q: Mapping[str, Any]) -> str:
+  """A curve fit's relative errors, overall and past the first 10% of steps, for the summary and the report."""
+  return (f"mean |relative error| {q['mean_abs_rel_error']:.3%}, max {q['max_abs_rel_error']:.3%} (past the first "
+          f"10% of steps: {q['late_mean_abs_rel_error']:.3%}, max {q['late_max_abs_rel_error']:.3%})")
+
+
+def read_json(path: str | Path) -> Any:
+  """The JSON value in the file at `path` (plain data, never executed); a UserError when it cannot be read."""
   path = Path(path)
   try:
-    fit_ = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
+    return json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f"{path}: cannot read fit JSON: {str(e).splitlines()[0]}") from None
+
+
+def read_fit(path: str | Path) -> dict[str, Any] | None:
+  """The fit.json at `path` if it is a curve-law fit, else None (plain JSON, never executed)."""
+  fit_ = read_json(path)
   if not isinstance(fit_, dict) or not is_curve_law(fit_.get("law")):
     return None
   params = fit_.get("params", {})

@@ -2,16 +2,20 @@
 
 IsoFLOP curves with their fitted parabolas and minima; compute-optimal N*(C), D*(C) with interval bands
 and the extrapolation to a target budget; loss against compute with the envelope and the fitted law;
-residuals of a parametric fit; learning curves coloured by model size.
+residuals of a parametric fit; learning curves coloured by model size; a learning-curve law over the measured
+curves, with its predictions past the fitted steps.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+  from scaling.fit.curve_report import CurveView
 
 
 def pyplot() -> Any:
@@ -180,4 +184,57 @@ def learning_curves(df: pd.DataFrame, out: Path) -> Path:
   sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.matplotlib.colors.LogNorm(sizes.min(), max(sizes.max(), sizes.min() * 1.01)))
   fig.colorbar(sm, ax=ax, label="parameters N")
   ax.set(xscale="log", yscale="log", xlabel="tokens D", ylabel="loss (nats/token)", title="learning curves")
+  return save_figure(fig, out)
+
+
+def curve_loss_range(curves: Sequence[tuple[np.ndarray, np.ndarray]], skip: float = 0.1) -> tuple[float, float]:
+  """The loss axis of learning curves: the measured (steps, loss) past the first `skip` of each curve's steps, padded.
+
+  The first steps (and the law at S1 near 0) lie far above the rest; the axis follows the measured losses that
+  the comparison is about, as the fit's quality past the first 10% of steps does.
+  """
+  late = [loss[steps >= steps[0] + skip * (steps[-1] - steps[0])] for steps, loss in curves if len(steps)]
+  y = np.concatenate(late) if late else np.array([], np.float64)
+  y = y[np.isfinite(y)]
+  if not len(y):
+    raise ValueError("curve_loss_range: no measured losses")
+  lo, hi = float(y.min()), float(y.max())
+  pad = 0.05 * (hi - lo) or 0.01 * abs(hi) or 0.01
+  return lo - pad, hi + pad
+
+
+def curve_step_range(steps: Sequence[np.ndarray]) -> tuple[float, float]:
+  """The step axis of learning curves: every measured or predicted step, padded by 2%."""
+  s = np.concatenate([np.asarray(x, np.float64) for x in steps])
+  lo, hi = float(s.min()), float(s.max())
+  pad = 0.02 * (hi - lo) or 1.0
+  return lo - pad, hi + pad
+
+
+def curve_law(views: Sequence[CurveView], out: Path, title: str) -> Path:
+  """Measured learning curves with a curve law: solid over the fitted steps, dashed with its band where it predicts."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  for v, color in zip(views, plt.cm.tab10(np.arange(len(views)) % 10)):
+    ax.scatter(v.steps[v.fitted], v.loss[v.fitted], s=4, color=color, alpha=0.45, lw=0)
+    ax.scatter(v.steps[~v.fitted], v.loss[~v.fitted], s=7, facecolors="none", edgecolors=color, alpha=0.45, lw=0.6)
+    step, loss = v.law["step"], v.law["loss"]
+    end = -np.inf if v.fit_end is None else v.fit_end
+    done, past = step <= end, step >= end
+    label = f"{v.id} ({v.role})"
+    ax.plot(step[done], loss[done], color=color, lw=1.8, zorder=4, label=label if done.any() else None)
+    ax.plot(step[past], loss[past], color=color, lw=1.8, ls="--", zorder=4, label=None if done.any() else label)
+    if "loss_lo" in v.law:
+      ax.fill_between(step[past], v.law["loss_lo"][past], v.law["loss_hi"][past], color=color, alpha=0.25, zorder=3)
+  key = [("law over the fitted steps", dict(color="gray", lw=1.3)),
+         ("law predicted, band: bootstrap interval", dict(color="gray", lw=1.3, ls="--"))]
+  for label, style in key[:1] + (key[1:] if any(v.role != "fitted" for v in views) else []):
+    ax.plot([], [], label=label, **style)
+  ax.scatter([], [], s=5, color="gray", label="measured, fitted")
+  if any((~v.fitted).any() for v in views):
+    ax.scatter([], [], s=7, facecolors="none", edgecolors="gray", label="measured, not fitted")
+  ax.set(xlim=curve_step_range([s for v in views for s in (v.steps, v.law["step"])]),
+         ylim=curve_loss_range([(v.steps, v.loss) for v in views]), xlabel="step", ylabel="loss (nats/token)",
+         title=title)
+  ax.legend(fontsize=7)
   return save_figure(fig, out)

@@ -3,6 +3,7 @@
 Approach 3 always; approach 2 when the final points cover 2+ budgets with 3+ sizes each; approach 1 when
 2+ runs have learning curves. The page lists the fitted laws to 6 significant digits with intervals,
 the runs, the predictions at the target budgets (10x and 100x the largest by default) and all warnings.
+Learning-curve law fits (`--curve_fit`) get their sections from scaling.fit.curve_report, added through `extra`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 
 
 def _g(x: Any) -> str:
-  return f"{x:.6g}" if isinstance(x, (float, int, np.floating)) and not isinstance(x, bool) else html.escape(str(x))
+  """A number to 6 significant digits (an int too large for a float as it is), anything else as escaped text."""
+  if isinstance(x, (float, int, np.floating)) and not isinstance(x, bool):
+    try:
+      return f"{x:.6g}"
+    except OverflowError:
+      pass
+  return html.escape(str(x))
 
 
 def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -50,14 +57,26 @@ def _params(fit_: Mapping[str, Any]) -> str:
   return html_table(rows, ["parameter", "value", "interval"])
 
 
-def fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path]) -> str:
-  """One fit: its formula, objective, parameters with intervals, warnings and figures."""
+def _origin(fit_: Mapping[str, Any]) -> str:
+  """Where a fit's points came from: runs, or curves for a learning-curve law (whose record counts curves)."""
+  return f"{fit_['n_curves']} curve(s)" if "n_curves" in fit_ else f"{fit_['n_runs']} runs"
+
+
+def fit_section(title: str, fit_: Mapping[str, Any], figures: Sequence[Path], details: str = "") -> str:
+  """One fit: its formula, objective, parameters with intervals, warnings, `details` (HTML) and figures."""
   info = (f"objective {fit_.get('objective_name', 'least squares')} = {_g(fit_['objective'])}"
           + (f"; {fit_['starts_converged']} of {fit_['n_starts']} starts converged" if "n_starts" in fit_ else ""))
   warn = "".join(f'<p class="warn">warning: {html.escape(w)}</p>' for w in fit_.get("warnings", []))
   return (f"<h2>{html.escape(title)}</h2><p><code>{html.escape(fit_.get('formula', ''))}</code></p>"
-          f"<p>{info}; {fit_['n_points']} points from {fit_['n_runs']} runs.</p>{_params(fit_)}{warn}"
+          f"<p>{info}; {fit_['n_points']} points from {_origin(fit_)}.</p>{_params(fit_)}{warn}{details}"
           + "".join(html_img(f) for f in figures))
+
+
+def page(inputs: Sequence[str], body: str) -> str:
+  """The whole self-contained HTML page: title, the inputs it was made from, then `body`."""
+  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{CSS}</style>"
+          f"</head><body><h1>scaling-law report</h1><p>inputs: {html.escape(', '.join(map(str, inputs)))}</p>"
+          f"{body}</body></html>")
 
 
 COLLAPSE_ROWS = 20  # tables longer than this are folded into a <details> element
@@ -142,8 +161,8 @@ def _comparison(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.
 
 
 def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Options, inputs: Sequence[str],
-          targets: Sequence[float], law_source: str | None = None) -> str:
-  """Runs the fits and returns the report page as one HTML string."""
+          targets: Sequence[float], law_source: str | None = None, extra: str = "") -> str:
+  """Runs the fits and returns the report page as one HTML string; `extra` (HTML sections) goes before the runs."""
   if opts.law == "auto":
     raise UserError("--law=auto: the report compares every applicable law itself; name the law of its main fit")
   load.require(df, ["N", "D", "C", "loss"], "scaling report")
@@ -207,10 +226,8 @@ def build(df: pd.DataFrame, convention: Mapping[str, Any], opts: pipeline.Option
   # Which runs give a law its final point: finished runs (a cooldown sweep's constant-LR parent does not).
   finished = set(df.loc[df["final"].astype(bool), "run"]) if "final" in df.columns else set(runs["run"])
   runs["final point"] = runs["run"].isin(finished).map({True: "yes", False: "no"})
-  return (f"<!doctype html><html><head><meta charset='utf-8'><title>scaling report</title><style>{CSS}</style>"
-          f"</head><body><h1>scaling-law report</h1><p>inputs: {html.escape(', '.join(map(str, inputs)))}</p>"
-          + convention_html(convention) + opening
-          + "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in notes)
-          + "<h2>predictions</h2>" + html_table(predictions, list(dict.fromkeys(k for p in predictions for k in p)))
-          + "".join(sections) + "<h2>runs</h2>" + _collapsed(runs.to_dict("records"), list(runs.columns), "runs")
-          + "</body></html>")
+  return page(inputs, convention_html(convention) + opening
+              + "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in notes)
+              + "<h2>predictions</h2>" + html_table(predictions, list(dict.fromkeys(k for p in predictions for k in p)))
+              + "".join(sections) + extra + "<h2>runs</h2>"
+              + _collapsed(runs.to_dict("records"), list(runs.columns), "runs"))
