@@ -171,6 +171,10 @@ def _prediction_plot(final: pd.DataFrame, fit3: Mapping[str, Any], prediction: M
     ax.scatter([c_t], [measured], marker="*", s=160, color="gold", edgecolor="black", zorder=6, label="measured")
   ax.set(xscale="log", xlabel=f"compute C (FLOPs, {prediction['convention']} convention)",
          ylabel="validation loss (nats/byte)", title="the target run: predicted against measured")
+  ticks = sorted({float(f"{c:.2g}") for c in final["C"]} | {float(f"{c_t:.2g}")})  # the budgets and the target
+  ax.set_xticks(ticks, [f"{t:.2g}".replace("e+", "e") for t in ticks])
+  ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+  ax.xaxis.set_minor_formatter(plt.NullFormatter())
   ax.legend(fontsize=7)
   return plots.save_figure(fig, out)
 
@@ -193,6 +197,17 @@ def _target_curve_plot(root: Path, target: pd.DataFrame, prediction: Mapping[str
   return plots.save_figure(fig, out)
 
 
+def _held(target: Mapping[str, Any]) -> str:
+  """The target's batch and LR, and the rules' values where they were held to the sweep's ranges."""
+  if "global_batch" not in target:
+    return ""
+  rules = target.get("rules", {})
+  moved = (rules.get("global_batch"), rules.get("learning_rate")) != (target["global_batch"], target["learning_rate"])
+  said = (f"; the size rules said batch {rules['global_batch']}, LR {rules['learning_rate']:.4g}, outside the sweep's "
+          "ranges" if moved and rules else "")
+  return f"; batch {target['global_batch']} sequences, LR {target['learning_rate']:.4g}{said}"
+
+
 def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> str:
   level = int(round(100 * prediction["level"]))
   t = prediction["target"]
@@ -206,8 +221,8 @@ def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> s
        "D": f"{a3['D']['value']:.4g} {iv(a3['D'])}", "loss": f"{a3['loss']['value']:.4f} {iv(a3['loss'])}"},
       {"": "approach 2: compute-optimal", "N": f"{a2['N']['value']:.4g} {iv(a2['N'])}",
        "D": f"{a2['D']['value']:.4g} {iv(a2['D'])}", "loss": f"{a2['loss']['value']:.4f} {iv(a2['loss'])}"},
-      {"": f"trained: {t['shape']}, nearest approach 2's N* (approach 3's loss at its N, D)", "N": f"{t['N']:.4g}", "D": f"{t['D']:.4g}",
-       "loss": f"{loss['value']:.4f} {iv(loss)}"},
+      {"": f"trained: {t['shape']}, nearest approach 2's N* (approach 3's loss at its N, D){_held(t)}",
+       "N": f"{t['N']:.4g}", "D": f"{t['D']:.4g}", "loss": f"{loss['value']:.4f} {iv(loss)}"},
   ]
   if cmp is not None:
     rows.append({"": "measured", "loss": f"{cmp['measured']:.4f}"})
