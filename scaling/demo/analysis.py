@@ -199,13 +199,12 @@ def _target_curve_plot(root: Path, target: pd.DataFrame, prediction: Mapping[str
 
 def _held(target: Mapping[str, Any]) -> str:
   """The target's batch and LR, and the rules' values where they were held to the sweep's ranges."""
-  if "global_batch" not in target:
+  if "global_batch" not in target:  # a prediction made before the demo held the target's batch and LR
     return ""
-  rules = target.get("rules", {})
-  moved = (rules.get("global_batch"), rules.get("learning_rate")) != (target["global_batch"], target["learning_rate"])
-  said = (f"; the size rules said batch {rules['global_batch']}, LR {rules['learning_rate']:.4g}, outside the sweep's "
-          "ranges" if moved and rules else "")
-  return f"; batch {target['global_batch']} sequences, LR {target['learning_rate']:.4g}{said}"
+  batch, lr, rules = target["global_batch"], target["learning_rate"], target["rules"]
+  said = ("" if (rules["global_batch"], rules["learning_rate"]) == (batch, lr) else
+          f"; the size rules said batch {rules['global_batch']}, LR {rules['learning_rate']:.4g}, outside the sweep's ranges")
+  return f"; batch {batch} sequences, LR {lr:.4g}{said}"
 
 
 def _headline(prediction: Mapping[str, Any], cmp: Mapping[str, Any] | None) -> str:
