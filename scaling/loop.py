@@ -35,8 +35,10 @@ from scaling.train import (
     build_program,
     compile_eval_step,
     compile_train_step,
+    counts_xla_flops,
     evaluate,
     init_state,
+    lower_train_step,
     train_config,
     xla_flops_per_token,
 )
@@ -351,13 +353,16 @@ def _check_branch_parent(parent: Path, identity: dict) -> None:
     raise UserError(f"--branch_from: {parent} trained another model or data order ({difference})")
 
 
-def xla_flops_cached(cfgs: RunConfigs) -> float | None:
-  """The `xla` FLOPs per token, compiled once per (model, optimizer, batch) and then read from the cache."""
+def xla_flops_cached(cfgs: RunConfigs, lowered=None) -> float | None:
+  """The `xla` FLOPs per token, lowered once per (model, optimizer, batch) and then read from the cache.
+
+  `lowered`: the run's own lowered train step, counted directly when it is the program the count needs.
+  """
   t = cfgs.train
   key = {"model": dataclasses.asdict(cfgs.model), "optimizer": dataclasses.asdict(cfgs.optimizer),
          "global_batch": t.global_batch, "seq_len": t.seq_len, "jax": jax.__version__,
          "backend": jax.default_backend()}
-  return cache.cached_value("xla_flops", key, lambda: xla_flops_per_token(cfgs.model, cfgs.optimizer, t))
+  return cache.cached_value("xla_flops", key, lambda: xla_flops_per_token(cfgs.model, cfgs.optimizer, t, lowered))
 
 
 def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.CheckpointConfig, mesh_shape,
@@ -369,10 +374,12 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
   t = cfgs.train
   mesh = sharding.make_mesh(mesh_shape)
   program = build_program(cfgs.model, cfgs.optimizer, t, mesh)
-  train_step = compile_train_step(program, t)
+  lowered = lower_train_step(program, t)
+  train_step = compile_train_step(program, t, lowered)
   eval_step = compile_eval_step(program, _eval_batch_size(t), t.seq_len)
   peak, peak_source = hardware.peak_flops(jax.devices())
-  info = run_info(run_dir, cfgs, mesh_shape, xla_flops_cached(cfgs), peak, peak_source)
+  counted = lowered if counts_xla_flops(program, t) else None
+  info = run_info(run_dir, cfgs, mesh_shape, xla_flops_cached(cfgs, counted), peak, peak_source)
   if tree_param_counts(program.abstract_state.params)["total"] != info["params_total"]:
     raise AssertionError("closed-form parameter count disagrees with the parameter tree")
 

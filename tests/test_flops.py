@@ -25,6 +25,24 @@ def test_formulas_within_ten_percent_of_xla_cost_analysis(cfg):
   assert analytic["chinchilla"] - embedding_lookup == pytest.approx(xla, rel=0.10)
 
 
+def test_a_runs_own_unrolled_one_device_step_gives_the_same_xla_count():
+  """The loop reads the count from the run's own lowering when it is the program the count is defined on."""
+  import dataclasses
+
+  import jax
+
+  from scaling import sharding
+
+  cfg, t = dataclasses.replace(SHAPES[0], unroll_layers=True), train.TrainConfig(tokens=10**6, global_batch=4, seq_len=128)
+  one = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  program = train.build_program(cfg, OptimizerConfig(), t, one)
+  assert train.counts_xla_flops(program, t)
+  own = train.xla_flops_per_token(cfg, OptimizerConfig(), t, train.lower_train_step(program, t))
+  assert own == train.xla_flops_per_token(cfg, OptimizerConfig(), t)
+  assert not train.counts_xla_flops(train.build_program(SHAPES[0], OptimizerConfig(), t, one), t)  # a scanned stack
+  assert not train.counts_xla_flops(program, dataclasses.replace(t, grad_accum=2))
+
+
 def test_six_n_conventions_follow_the_parameter_counts():
   cfg = SHAPES[0]
   counts, f = param_counts(cfg), flops.flops_per_token(cfg, 256)
