@@ -89,6 +89,20 @@ def test_fingerprint_is_exact_and_sees_one_flipped_bit():
   assert fingerprint(tree) != fingerprint(flipped)
 
 
+def test_the_host_fingerprint_equals_the_devices_sum_on_every_mesh():
+  """One CPU process sums in NumPy; a checkpoint it saved must verify wherever it is restored, and back."""
+  rng = np.random.default_rng(0)
+  tree = {"a": jnp.asarray(rng.normal(size=(8, 64)), jnp.float32), "b": jnp.asarray(rng.normal(size=(8, 6)), jnp.bfloat16),
+          "c": jnp.bool_(True), "d": jnp.asarray(rng.integers(-9, 9, (8,)), jnp.int32), "e": jnp.float32(2.5)}
+  host = checkpoint.make_fingerprint(sharding.make_mesh((1, 1, 1), jax.devices()[:1]))(tree)
+  mesh = sharding.make_mesh((jax.device_count(), 1, 1))
+  spread = {k: jax.device_put(v, NamedSharding(mesh, PartitionSpec("data") if v.ndim else PartitionSpec()))
+            for k, v in tree.items()}
+  device_sums = jax.jit(lambda t: jnp.stack([checkpoint._leaf_sum(x) for x in jax.tree.leaves(t)]))(spread)
+  assert host == [int(v) for v in np.asarray(device_sums)]
+  assert host == checkpoint.make_fingerprint(mesh)(spread)
+
+
 def test_save_and_restore_state_data_position_and_progress(harness):
   h = harness()
   progress = checkpoint.Progress([{"train_loss": np.float32(2.5), "grad_norm": np.float32(1), "lr": np.float32(0)}], 0.25)

@@ -42,6 +42,24 @@ def test_same_config_and_seed_give_identical_losses():
   assert not np.array_equal(a, c)
 
 
+def test_initialisation_equals_the_default_compilation_bit_for_bit():
+  """init_state compiles with cheaper options on CPU; the parameters must not change by a bit."""
+  for cfg in (CFG, dataclasses.replace(CFG, parameterization="mup", base_width=16)):
+    tcfg = train.TrainConfig(tokens=4 * 8 * 16, global_batch=8, seq_len=16)
+    mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+    program = train.build_program(cfg, OptimizerConfig(), tcfg, mesh)
+    state = train.init_state(program, 3)
+
+    def init():
+      params = nnx.split(train.Transformer(cfg, nnx.Rngs(3)))[1]
+      return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=program.optimizer.init(params))
+
+    with jax.set_mesh(mesh):
+      default = jax.jit(init, out_shardings=program.state_shardings)()
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(default), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_mup_runs_are_deterministic_and_differ_from_standard():
   tcfg = train.TrainConfig(tokens=3 * 8 * 16, global_batch=8, seq_len=16)
   mup = dataclasses.replace(CFG, parameterization="mup", base_width=16)
