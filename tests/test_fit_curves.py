@@ -255,6 +255,9 @@ def test_partial_table_needs_and_uses_its_planned_schedule(table, tmp_path, caps
   assert _main(capsys, "fit", str(both), "--law=tissue", f"--out={fit}")[0] == 0
   code, _, err = _main(capsys, "predict", str(fit), f"--partial={part}")
   assert code == 2 and "planned schedule" in err
+  (tmp_path / "not_a_run").mkdir()
+  code, _, err = _main(capsys, "predict", str(fit), f"--partial={tmp_path / 'not_a_run'}")
+  assert code == 2 and "no run.json" in err and len(err.strip().splitlines()) == 1
   code, text, _ = _main(capsys, "predict", str(fit), f"--partial={part}", "--schedule=wsd", "--steps=33908",
                         "--peak_lr=1e-3", "--cooldown_shape=exponential")
   assert code == 0 and "observed loss" in text and "of 33908 planned" in text

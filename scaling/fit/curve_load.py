@@ -114,6 +114,8 @@ def from_run_dir(run_dir: str | Path, loss_key: str = "eval_loss") -> Curve:
   run_dir = Path(run_dir)
   if loss_key not in LOSS_KEYS:
     raise UserError(f"--curve_loss={loss_key!r}: expected one of {', '.join(LOSS_KEYS)}")
+  if not (run_dir / "run.json").is_file():
+    raise UserError(f"{run_dir}: no run.json (not a run directory: give a run directory or a CSV of step, lr and loss)")
   info = runs.read_json(run_dir / "run.json")
   records = runs.read_metrics(run_dir)
   with_lr = [r for r in records if "lr" in r and "step" in r]
