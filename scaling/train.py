@@ -261,7 +261,8 @@ def lower_train_step(program: Program, train_cfg: TrainConfig):
 
 def compile_train_step(program: Program, train_cfg: TrainConfig, lowered=None):
   """The ahead-of-time compiled train step for this program's mesh (donates the state)."""
-  lowered = lowered or lower_train_step(program, train_cfg)
+  if lowered is None:
+    lowered = lower_train_step(program, train_cfg)
   with jax.set_mesh(program.mesh):
     return lowered.compile()
 
