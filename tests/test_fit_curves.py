@@ -263,3 +263,13 @@ def test_partial_table_needs_and_uses_its_planned_schedule(table, tmp_path, caps
   assert code == 0 and "observed loss" in text and "of 33908 planned" in text
   predicted = float(text.split("final loss at step 33908 = ")[1].split()[0])
   assert predicted == pytest.approx(float(wsd.loss.iloc[-1]), rel=0.01)
+
+
+def test_a_fit_records_its_sources_as_absolute_paths(table, tmp_path, monkeypatch, capsys):
+  """The report reads the curves again from the sources a fit.json names, from whatever directory it runs in."""
+  _write(table[table.run == "cosine"], tmp_path / "cosine.csv")
+  monkeypatch.chdir(tmp_path)
+  assert _main(capsys, "fit", "cosine.csv", "--law=tissue", "--out=fit.json")[0] == 0
+  sources = {c["source"] for c in json.loads((tmp_path / "fit.json").read_text())["curves"]}
+  assert all(Path(s).is_absolute() for s in sources)
+  assert {Path(s).resolve() for s in sources} == {(tmp_path / "cosine.csv").resolve()}

@@ -76,7 +76,7 @@ def from_table(path: str | Path, columns: Mapping[str, str] | None = None, query
     _check_curve(path, curve_id, s, e, y)
     grid, eta = schedules.per_step(s, e)
     out.append(Curve(curve_id, s.astype(np.int64), y, grid, eta,
-                     {"source": str(path), "lr_source": "interpolated", "planned_steps": int(s[-1])}))
+                     {"source": str(Path(path).absolute()), "lr_source": "interpolated", "planned_steps": int(s[-1])}))
   return out
 
 
@@ -129,7 +129,7 @@ def from_run_dir(run_dir: str | Path, loss_key: str = "eval_loss") -> Curve:
     raise UserError(f"{run_dir}: metrics.jsonl has no {loss_key!r} records")
   steps, loss = (np.array(v) for v in zip(*points))
   _check_curve(run_dir / "metrics.jsonl", info.get("run_id", run_dir.name), steps, eta[np.searchsorted(grid, steps)], loss)
-  meta = {"source": str(run_dir), "lr_source": source, "loss": loss_key, "state": runs.read_status(run_dir)["state"],
+  meta = {"source": str(run_dir.absolute()), "lr_source": source, "loss": loss_key, "state": runs.read_status(run_dir)["state"],
           "planned_steps": int(info.get("steps", grid[-1]))}
   return Curve(str(info.get("run_id", run_dir.name)), steps, loss, grid, eta, meta)
 
