@@ -157,14 +157,19 @@ def _host_leaf_sum(x: np.ndarray) -> int:
   return int(np.sum(np.ascontiguousarray(x).reshape(-1).view(unsigned), dtype=np.uint32))
 
 
+def device_sums(mesh: jax.sharding.Mesh) -> Callable[[Any], jax.Array]:
+  """The jitted `_leaf_sum` of every array of a tree, stacked and replicated over the mesh."""
+  return jax.jit(lambda tree: jnp.stack([_leaf_sum(x) for x in jax.tree.leaves(tree)]),
+                 out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
 def make_fingerprint(mesh: jax.sharding.Mesh) -> Callable[[Any], list[int]]:
   """A function giving one uint32 checksum per array of a tree; equal on every process and every mesh.
 
   A single process on CPU sums in NumPy, since its arrays are in host memory already: that saves compiling a
   reduction over the whole state for every run (a cold start's cost in a sweep). Elsewhere the devices sum.
   """
-  sums = jax.jit(lambda tree: jnp.stack([_leaf_sum(x) for x in jax.tree.leaves(tree)]),
-                 out_shardings=NamedSharding(mesh, PartitionSpec()))
+  sums = device_sums(mesh)
   on_host = jax.process_count() == 1 and mesh.devices.flat[0].platform == "cpu"
 
   def fingerprint(tree) -> list[int]:

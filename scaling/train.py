@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -171,15 +172,20 @@ def run_once_options() -> dict:
   return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
 
 
-def init_state(program: Program, seed: int) -> TrainState:
-  """Creates parameters and optimizer state directly in their shardings (never whole on one device)."""
+def initial_state_fn(program: Program, seed: int) -> Callable[[], TrainState]:
+  """The function (of nothing) that builds the initial parameters and optimizer state; jit it to run it."""
 
   def init():
     params = nnx.split(Transformer(program.model_cfg, nnx.Rngs(seed)))[1]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=program.optimizer.init(params))
 
+  return init
+
+
+def init_state(program: Program, seed: int) -> TrainState:
+  """Creates parameters and optimizer state directly in their shardings (never whole on one device)."""
   with jax.set_mesh(program.mesh):
-    lowered = jax.jit(init, out_shardings=program.state_shardings).lower()
+    lowered = jax.jit(initial_state_fn(program, seed), out_shardings=program.state_shardings).lower()
     return lowered.compile(compiler_options=run_once_options())()
 
 

@@ -49,13 +49,8 @@ def test_initialisation_equals_the_default_compilation_bit_for_bit():
     mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
     program = train.build_program(cfg, OptimizerConfig(), tcfg, mesh)
     state = train.init_state(program, 3)
-
-    def init():
-      params = nnx.split(train.Transformer(cfg, nnx.Rngs(3)))[1]
-      return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=program.optimizer.init(params))
-
     with jax.set_mesh(mesh):
-      default = jax.jit(init, out_shardings=program.state_shardings)()
+      default = jax.jit(train.initial_state_fn(program, 3), out_shardings=program.state_shardings)()
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(default), strict=True):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

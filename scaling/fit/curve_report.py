@@ -151,9 +151,7 @@ def measured(fit_: Mapping[str, Any]) -> tuple[list[Curve], list[Curve]]:
   used: list[Curve] = []
   for source in dict.fromkeys(c["source"] for c in fit_["curves"]):
     path = Path(source)
-    if path.is_dir() and not (path / "run.json").is_file():
-      raise UserError(f"{path}: a directory without run.json (not a run directory)")
-    if path.is_dir():
+    if path.is_dir():  # from_run_dir names a directory without run.json
       loss_key = next(c.get("loss", "eval_loss") for c in fit_["curves"] if c["source"] == source)
       curve = curve_load.from_run_dir(path, loss_key)
       full.append(curve)
