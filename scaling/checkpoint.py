@@ -22,7 +22,6 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gin
@@ -35,6 +34,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers as policies
 
+from scaling import storage
 from scaling.errors import UserError
 
 FORMAT = 1
@@ -243,10 +243,10 @@ class Checkpointer:
   one saved by a different configuration or process count is a UserError, never a silent mix.
   """
 
-  def __init__(self, directory: Path, cfg: CheckpointConfig, abstract_state: Any, state_shardings: Any,
+  def __init__(self, directory: storage.AnyPath, cfg: CheckpointConfig, abstract_state: Any, state_shardings: Any,
                mesh: jax.sharding.Mesh, identity: dict, say: Callable[[str], None] = lambda _: None,
                branch_check: Callable[[dict, dict], str | None] | None = None):
-    self.directory = Path(directory).absolute()
+    self.directory = storage.absolute(storage.path(directory))
     self.cfg = cfg
     self._identity = identity
     self._say = say
@@ -331,13 +331,13 @@ class Checkpointer:
       return None, "its arrays do not match the fingerprint saved with them"
     return Restored(step, loaded.state, Progress.from_json(meta["progress"])), ""
 
-  def restore_branch(self, parent_dir: Path, step: int | None, data: grain.DatasetIterator) -> Restored:
+  def restore_branch(self, parent_dir: storage.AnyPath, step: int | None, data: grain.DatasetIterator) -> Restored:
     """Loads another run's checkpoint (newest, or at `step`) to start a branch from: state, data position, window.
 
     The parent's directory is opened read-only; its identity must pass `branch_check` (same model, data
     order and batch geometry), while the token budget and the schedule may differ.
     """
-    directory = Path(parent_dir).absolute() / "checkpoints"
+    directory = storage.absolute(storage.path(parent_dir)) / "checkpoints"
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
       steps = sorted(manager.all_steps())

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import gin
 
+from scaling import storage
 from scaling.errors import UserError
 from scaling.sweep import spec as _sweep_spec  # noqa: F401  (registers the sweep knobs: a run's spec.gin carries them)
 from scaling.launch import slurm as _slurm  # noqa: F401  (the slurm.* knobs a sweep file may set)
@@ -46,7 +47,11 @@ def _plain_files_only() -> None:
 
 
 def resolve_gin_file(name: str) -> Path:
-  """A gin file given on the command line: as a path, else under the package's configs/ (or the package)."""
+  """A gin file given on the command line: as a path or gs:// URL, else under the package's configs/ (or the package)."""
+  if storage.is_remote(name):
+    if storage.path(name).is_file():
+      return storage.path(name)
+    raise UserError(f"gin file {name!r} does not exist")
   for candidate in (Path(name), CONFIGS / name, PACKAGE_ROOT / name):
     if candidate.is_file():
       return candidate
@@ -60,10 +65,14 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
   for root in SEARCH_PATH:
     if str(root) not in gin.config._LOCATION_PREFIXES:  # add_config_file_search_path does not dedupe
       gin.add_config_file_search_path(str(root))
-  gin_files = [str(resolve_gin_file(f)) for f in gin_files]
+  gin_files = [resolve_gin_file(f) for f in gin_files]
   errors = (ValueError, SyntaxError, IOError, KeyError, TypeError)
   try:
-    gin.parse_config_files_and_bindings(list(gin_files), [], finalize_config=False)
+    for path in gin_files:  # gin opens local files itself; a gs:// file (a run's spec.gin) is read here
+      if storage.is_remote(path):
+        gin.parse_config(path.read_text())
+      else:
+        gin.parse_config_file(str(path))
   except errors as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
   for binding in bindings:

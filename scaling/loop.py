@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from scaling import cache, checkpoint, config, flops, hardware, runs, sharding
+from scaling import cache, checkpoint, config, flops, hardware, runs, sharding, storage
 from scaling.console import TrainDisplay
 from scaling.errors import UserError
 from scaling.metrics import MetricsWriter
@@ -189,7 +189,7 @@ def parse_branch(text: str | None) -> tuple[Path, int | None] | None:
   path, _, step = text.rpartition("@") if "@" in text else (text, "", "")
   if step and not step.isdigit():
     raise UserError(f"--branch_from={text!r}: the step after '@' must be a whole number")
-  parent = Path(path)
+  parent = storage.path(path)
   if not (parent / "checkpoints").is_dir():
     raise UserError(f"--branch_from: {parent} is not a run directory with checkpoints")
   return parent, int(step) if step else None
@@ -303,7 +303,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
   get_state/set_state), to filter or instrument batches.
   """
   started = time.perf_counter()
-  run_dir = runs.check_run_dir(Path(run_dir))
+  run_dir = runs.check_run_dir(run_dir)
   cfgs = resolve_configs()
   ckpt_cfg = config.build(checkpoint.checkpoint_config)
   mesh_shape = sharding.parse_mesh(mesh_text, jax.device_count())
@@ -407,7 +407,8 @@ def _build_and_train(run_dir: Path, cfgs: RunConfigs, ckpt_cfg: checkpoint.Check
       say(f"resuming {run_dir} from its checkpoint at step {step}")
     elif step:
       say(f"branching {run_dir} from {branch[0]} at step {step}")
-      info["parent"] = {"run_dir": str(branch[0].absolute()), "run_id": branch[0].absolute().name, "step": step}
+      parent = storage.absolute(branch[0])
+      info["parent"] = {"run_dir": str(parent), "run_id": parent.name, "step": step}
     elif runs.read_metrics(run_dir):
       say(f"{run_dir} has metrics but no checkpoint; starting again from step 0")
     if step > t.steps:
@@ -508,6 +509,7 @@ def _train(s: _Session, step: int, state, progress: checkpoint.Progress) -> dict
       s.status.update(step=step)
       window, window_start = [], time.perf_counter()
     if saving:
+      s.writer.flush()  # on GCS: every record up to this checkpoint is readable before it commits
       s.checkpoints.save(step, state, s.data, dataclasses.replace(progress, window=kept_window, window_elapsed_s=kept_elapsed))
     if preempted and not is_last:
       s.checkpoints.wait()

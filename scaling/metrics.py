@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 from tensorboardX import SummaryWriter
 
-from scaling import runs
+from scaling import runs, storage
 
 # Keys every training record has (docs/architecture.md); `eval_*` keys appear on evaluation steps only.
 TRAIN_KEYS = ("step", "tokens", "train_loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "flops_per_s", "mfu")
@@ -26,12 +25,12 @@ class MetricsWriter:
   With `start_step`, first cuts both back to that step (see `rewind`); without, appends to what is there.
   """
 
-  def __init__(self, run_dir: Path, enabled: bool = True, start_step: int | None = None):
+  def __init__(self, run_dir: storage.AnyPath, enabled: bool = True, start_step: int | None = None):
     self.enabled = enabled
     self.kept: list[dict] = []
     if not enabled:
       return
-    self._run_dir = Path(run_dir)
+    self._run_dir = storage.path(run_dir)
     if start_step is not None:
       self.kept = _cut_back(self._run_dir, start_step)
     self._open()
@@ -47,6 +46,11 @@ class MetricsWriter:
     clean = {k: _finite_or_none(v) for k, v in record.items()}
     self._file.append(clean)
     _add_scalars(self._tb, clean)
+
+  def flush(self) -> None:
+    """Makes every record written so far readable in metrics.jsonl (see `runs.MetricsAppender`)."""
+    if self.enabled:
+      self._file.flush()
 
   def rewind(self, step: int) -> list[dict]:
     """Drops every record after `step` from metrics.jsonl and TensorBoard; returns the records kept."""
@@ -69,21 +73,30 @@ def _add_scalars(tb: SummaryWriter, record: dict) -> None:
       tb.add_scalar(key, value, global_step=record["step"])
 
 
-def _cut_back(run_dir: Path, step: int) -> list[dict]:
+def _cut_back(run_dir: storage.AnyPath, step: int) -> list[dict]:
   """Cuts metrics.jsonl to `step` and rewrites tb/ from it (a new tb/ swapped in whole); returns the records."""
   kept = runs.truncate_metrics(run_dir, step)
+  if storage.is_remote(run_dir):  # no renames on GCS: tb/ is a mirror, so it is simply written again
+    if (run_dir / "tb").exists():
+      (run_dir / "tb").rmtree()
+    _write_events(run_dir / "tb", kept)
+    return kept
   fresh, tb, old = run_dir / "tb.rewrite", run_dir / "tb", run_dir / "tb.old"
   shutil.rmtree(fresh, ignore_errors=True)
-  writer = SummaryWriter(str(fresh), filename_suffix=".rewritten")  # never the live writer's file name
-  for record in kept:
-    _add_scalars(writer, record)
-  writer.close()
+  _write_events(fresh, kept)
   shutil.rmtree(old, ignore_errors=True)
   if tb.exists():
     tb.rename(old)
   fresh.rename(tb)
   shutil.rmtree(old, ignore_errors=True)
   return kept
+
+
+def _write_events(tb: storage.AnyPath, records: list[dict]) -> None:
+  writer = SummaryWriter(str(tb), filename_suffix=".rewritten")  # never the live writer's file name
+  for record in records:
+    _add_scalars(writer, record)
+  writer.close()
 
 
 def _finite_or_none(v):

@@ -5,8 +5,11 @@ fitter and the tests go through it, so every reader agrees on what a torn line o
 - a missing status.json is `pending`; an unreadable one is a UserError naming the file;
 - metrics.jsonl is append-only; a torn *last* line (a writer killed mid-write) is ignored, a torn line
   anywhere else is a UserError naming the line;
-- every file that is replaced is replaced atomically (write a temporary file, then rename), so a reader
-  or a killed process never sees half a file.
+- every file that is replaced is replaced whole (`storage.write_text_atomic`: a rename on a local disk,
+  one upload on GCS), so a reader or a killed process never sees half a file.
+A run directory may be a local path or a gs:// URL (`scaling.storage`). An object cannot be appended to,
+so on GCS metrics.jsonl is rewritten whole, at most every `REMOTE_FLUSH_S` and whenever the trainer asks
+(before every checkpoint, at the end), which keeps every record up to the newest checkpoint.
 status.json carries the host, pid and a heartbeat time, refreshed while the run is running, so a runner
 can tell a dead run (its pid is gone on this host, or its heartbeat is stale) from a live one.
 """
@@ -18,15 +21,17 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from scaling import storage
 from scaling.errors import UserError
+from scaling.storage import AnyPath
 
 FORMAT_VERSION = 1
 STATES = ("pending", "running", "done", "failed", "preempted")
 HEARTBEAT_S = 30.0  # how often a running run refreshes its heartbeat
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the run is dead
+REMOTE_FLUSH_S = 30.0  # on GCS, how often metrics.jsonl is rewritten with the records appended since
 CONFIG, RUN_INFO, METRICS, STATUS = "config.gin", "run.json", "metrics.jsonl", "status.json"
 
 
@@ -38,28 +43,21 @@ def _jsonable(x):
   return str(x)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-  """Writes text to `path` via a temporary file, fsync and rename."""
-  path = Path(path)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  tmp.replace(path)
+def write_text_atomic(path: AnyPath, text: str) -> None:
+  """Replaces the file at `path` whole (see `storage.write_text_atomic`)."""
+  storage.write_text_atomic(storage.path(path), text)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: AnyPath, obj: Any) -> None:
   """Writes JSON to `path` atomically (numpy scalars and tuples become JSON numbers and lists)."""
   write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: AnyPath) -> Any:
   """Reads a JSON file; a corrupt one is a UserError naming it (a missing one raises FileNotFoundError)."""
-  path = Path(path)
+  path = storage.path(path)
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f"{path} is not valid JSON ({e})") from None
 
@@ -67,25 +65,25 @@ def read_json(path: Path) -> Any:
 # --- config.gin and run.json ---------------------------------------------------------------------------
 
 
-def write_config(run_dir: Path, text: str) -> None:
+def write_config(run_dir: AnyPath, text: str) -> None:
   """Writes the operative gin config of a run."""
-  write_text_atomic(Path(run_dir) / CONFIG, text)
+  write_text_atomic(storage.path(run_dir) / CONFIG, text)
 
 
-def read_config(run_dir: Path) -> str | None:
+def read_config(run_dir: AnyPath) -> str | None:
   """The run's operative gin config, or None when it has none yet."""
-  path = Path(run_dir) / CONFIG
+  path = storage.path(run_dir) / CONFIG
   return path.read_text() if path.exists() else None
 
 
-def write_run_info(run_dir: Path, info: dict) -> None:
+def write_run_info(run_dir: AnyPath, info: dict) -> None:
   """Writes run.json (identity and sizes), stamped with the format version."""
-  write_json_atomic(Path(run_dir) / RUN_INFO, {**info, "format_version": FORMAT_VERSION})
+  write_json_atomic(storage.path(run_dir) / RUN_INFO, {**info, "format_version": FORMAT_VERSION})
 
 
-def read_run_info(run_dir: Path) -> dict | None:
+def read_run_info(run_dir: AnyPath) -> dict | None:
   """run.json, or None when the run has not written it yet; a newer format is a UserError."""
-  path = Path(run_dir) / RUN_INFO
+  path = storage.path(run_dir) / RUN_INFO
   if not path.exists():
     return None
   info = read_json(path)
@@ -96,9 +94,9 @@ def read_run_info(run_dir: Path) -> dict | None:
   return info
 
 
-def is_run_dir(path: Path) -> bool:
+def is_run_dir(path: AnyPath) -> bool:
   """True for a directory holding a run (its run.json or status.json)."""
-  path = Path(path)
+  path = storage.path(path)
   return (path / RUN_INFO).exists() or (path / STATUS).exists()
 
 
@@ -114,16 +112,16 @@ def status_record(state: str, step: int, reason: str = "", **extra: Any) -> dict
           "heartbeat": now, "time": now, **extra}
 
 
-def set_status(run_dir: Path, state: str, step: int, reason: str = "", **extra: Any) -> dict:
+def set_status(run_dir: AnyPath, state: str, step: int, reason: str = "", **extra: Any) -> dict:
   """Replaces status.json atomically; returns what it wrote."""
   record = status_record(state, step, reason, **extra)
-  write_json_atomic(Path(run_dir) / STATUS, record)
+  write_json_atomic(storage.path(run_dir) / STATUS, record)
   return record
 
 
-def read_status(run_dir: Path) -> dict:
+def read_status(run_dir: AnyPath) -> dict:
   """The run's status; `pending` when it has none yet; a corrupt status.json is a UserError."""
-  path = Path(run_dir) / STATUS
+  path = storage.path(run_dir) / STATUS
   try:
     status = read_json(path)
   except FileNotFoundError:
@@ -163,8 +161,8 @@ class StatusKeeper:
   so it never brings back a state that was already replaced.
   """
 
-  def __init__(self, run_dir: Path, enabled: bool = True, interval_s: float = HEARTBEAT_S):
-    self._run_dir = Path(run_dir)
+  def __init__(self, run_dir: AnyPath, enabled: bool = True, interval_s: float = HEARTBEAT_S):
+    self._run_dir = storage.path(run_dir)
     self._enabled = enabled
     self._interval_s = interval_s
     self._lock = threading.Lock()
@@ -227,7 +225,7 @@ def _extras(status: dict) -> dict:
 # --- metrics.jsonl -------------------------------------------------------------------------------------
 
 
-def _parse_metrics(path: Path, text: str) -> list[dict]:
+def _parse_metrics(path: AnyPath, text: str) -> list[dict]:
   """Parses JSON lines: a torn last line is dropped, a bad line before the last is a UserError."""
   lines = text.splitlines()
   records = []
@@ -244,20 +242,20 @@ def _parse_metrics(path: Path, text: str) -> list[dict]:
   return records
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: AnyPath) -> list[dict]:
   """All complete records of metrics.jsonl, in order ([] when there is none)."""
-  path = Path(run_dir) / METRICS
+  path = storage.path(run_dir) / METRICS
   if not path.exists():
     return []
   return _parse_metrics(path, path.read_text())
 
 
-def write_metrics(run_dir: Path, records: list[dict]) -> None:
+def write_metrics(run_dir: AnyPath, records: list[dict]) -> None:
   """Replaces metrics.jsonl with `records` atomically."""
-  write_text_atomic(Path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+  write_text_atomic(storage.path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def truncate_metrics(run_dir: Path, step: int) -> list[dict]:
+def truncate_metrics(run_dir: AnyPath, step: int) -> list[dict]:
   """Cuts metrics.jsonl back to the records at or before `step` (atomically); returns them."""
   kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
   write_metrics(run_dir, kept)
@@ -265,31 +263,58 @@ def truncate_metrics(run_dir: Path, step: int) -> list[dict]:
 
 
 class MetricsAppender:
-  """Appends one JSON record per line to metrics.jsonl, flushed at once; never writes a step twice."""
+  """Appends one JSON record per line to metrics.jsonl, flushed at once; never writes a step twice.
 
-  def __init__(self, run_dir: Path):
-    self._path = Path(run_dir) / METRICS
+  On GCS the file is rewritten whole (see the module doc): at most every `flush_s`, and on `flush`.
+  """
+
+  def __init__(self, run_dir: AnyPath, flush_s: float = REMOTE_FLUSH_S):
+    self._path = storage.path(run_dir) / METRICS
     existing = read_metrics(run_dir)
     self._last_step = existing[-1]["step"] if existing else -1
-    self._file: TextIO = open(self._path, "a")
+    self._remote = storage.is_remote(self._path)
+    if self._remote:
+      self._lines = [json.dumps(r, sort_keys=True) + "\n" for r in existing]
+      self._flush_s, self._flushed_at, self._dirty = flush_s, time.monotonic(), False
+    else:
+      self._file = open(self._path, "a")
 
   def append(self, record: dict) -> None:
     if record["step"] <= self._last_step:
       raise ValueError(f"{self._path}: step {record['step']} is not after the last record's step {self._last_step}")
-    self._file.write(json.dumps(record, sort_keys=True) + "\n")
-    self._file.flush()
+    line = json.dumps(record, sort_keys=True) + "\n"
     self._last_step = record["step"]
+    if not self._remote:
+      self._file.write(line)
+      self._file.flush()
+      return
+    self._lines.append(line)
+    self._dirty = True
+    if time.monotonic() - self._flushed_at >= self._flush_s:
+      self.flush()
+
+  def flush(self) -> None:
+    """Makes every appended record readable (a no-op on a local disk, where each is written at once)."""
+    if self._remote and self._dirty:
+      storage.write_text_atomic(self._path, "".join(self._lines))
+      self._flushed_at, self._dirty = time.monotonic(), False
 
   def close(self) -> None:
-    self._file.close()
+    if self._remote:
+      self.flush()
+    else:
+      self._file.close()
 
 
-def check_run_dir(run_dir: Path) -> Path:
+def check_run_dir(run_dir: AnyPath) -> AnyPath:
   """A usable run directory path: not a file, and it (or the nearest existing ancestor, where the missing
-  directories will be created) is a writable directory."""
-  run_dir = Path(run_dir)
+  directories will be created) is a writable directory. A gs:// URL must not name an object; whether the
+  bucket lets us write is known at the first write."""
+  run_dir = storage.path(run_dir)
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(f"--run_dir {run_dir} is a file, not a directory")
+  if storage.is_remote(run_dir):
+    return run_dir
   existing = run_dir.absolute()
   while not existing.exists():
     existing = existing.parent

@@ -49,3 +49,51 @@ def _fresh_gin_config():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+  """A local GCS (tests/gcs_emulator.py) for this test process, with the environment that points gcsfs,
+  TensorStore and google-cloud-storage at it (inherited by the processes tests start); yields the bucket."""
+  import socket
+  import time
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  bucket = "scaling-test"
+  proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "gcs_emulator.py"), str(port), bucket],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 60
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=1).close()
+      break
+    except OSError:
+      if time.time() > deadline or proc.poll() is not None:
+        proc.kill()
+        raise RuntimeError("the GCS emulator did not start")
+      time.sleep(0.1)
+  url = f"http://127.0.0.1:{port}"
+  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+         "GOOGLE_CLOUD_PROJECT": "scaling-test"}
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    yield bucket
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def gcs_root(gcs_emulator, request) -> str:
+  """A fresh gs:// prefix in the emulator's bucket, unique to the test."""
+  import uuid
+
+  return f"gs://{gcs_emulator}/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"

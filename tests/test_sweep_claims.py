@@ -35,7 +35,7 @@ def test_a_dead_holders_claim_is_taken_over(tmp_path):
   run = tmp_path / "r1"
   run.mkdir()
   dead = {"host": socket.gethostname(), "pid": _dead_pid(), "token": "x", "heartbeat": time.time(), "attempt": 1}
-  (run / "claim").write_text(json.dumps(dead))
+  (run / "claim.1").write_text(json.dumps(dead))
   assert not claims.alive(dead)
   claim = claims.try_claim(run)
   assert claim is not None and claim.taken_over["pid"] == dead["pid"] and claim.record["attempt"] == 2

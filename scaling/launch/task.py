@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.errors import UserError
 from scaling.launch import distributed
 
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     joined = distributed.initialize(force=args.distributed)
     if joined:
       print(f"scaling task: multi-process: {joined}", file=sys.stderr, flush=True)
-    return train(Path(args.root), run_id_of(args))
+    return train(storage.path(args.root), run_id_of(args))
   except UserError as e:
     print(f"scaling task: error: {e}", file=sys.stderr, flush=True)
     return UserError.exit_code

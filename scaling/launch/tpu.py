@@ -608,12 +608,10 @@ def _fail(run_dir: Path, reason: str) -> None:
 
 
 def _drop_claim(run_dir: Path, since: float) -> None:
-  """Removes the claim a job on a lost slice left behind (made since it started), so the rerun can claim."""
+  """Releases the claim a job on a lost slice left behind (made since it started), so the rerun can claim."""
   from scaling.sweep import claims
 
-  claim = claims.read(run_dir)
-  if claim and float(claim.get("claimed", 0.0)) >= since:
-    (Path(run_dir) / claims.CLAIM).unlink(missing_ok=True)
+  claims.release_lost(run_dir, since)
 
 
 def _last_eval(run_dir: Path) -> str:

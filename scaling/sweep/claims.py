@@ -1,52 +1,61 @@
-"""Claims: which process is running a run of a sweep, as an atomically created `ROOT/<run_id>/claim` file.
+"""Claims: which process is running a run of a sweep, as numbered files `ROOT/<run_id>/claim.<n>`.
 
-A claim holds host, pid, a token and a heartbeat refreshed while its holder works. A claim whose holder
-is dead (its pid is gone on this host, or its heartbeat is older than `runs.STALE_AFTER_S`) is taken over.
-Check-and-take-over runs under an exclusive `flock` on `ROOT/.claims.lock`, so two `scaling sweep`
-processes on one root (one host or a shared file system with working locks) never hold the same run.
+A claim holds host, pid, a token and a heartbeat refreshed while its holder works. The current claim is
+the highest-numbered file. Claiming creates the next number with an exclusive create (a hard link on a
+local disk, an `ifGenerationMatch=0` upload on GCS, see `scaling.storage`), so of two processes that saw
+the same current claim only one can follow it. Numbers are never reused (files are not deleted), so
+this holds on a local disk, a shared file system and an object store alike, with no lock. A claim whose
+holder is dead (its pid is gone on this host, or its heartbeat is older than `runs.STALE_AFTER_S`) is
+taken over by the next number; a released claim is rewritten as `released` and the next one starts
+afresh. A holder that finds a higher number than its own has been taken over and stops refreshing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
+import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-from scaling import runs
+from scaling import runs, storage
 
-CLAIM, LOCK = "claim", ".claims.lock"
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-  with open(Path(root) / LOCK, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+CLAIM = "claim"
+_NUMBERED = re.compile(rf"^{CLAIM}\.(\d+)$")
 
 
-def read(run_dir: Path) -> dict | None:
-  """The run's claim, or None when nobody claims it (an unreadable claim counts as dead)."""
+def _numbers(run_dir: storage.AnyPath) -> list[int]:
+  return sorted(int(m.group(1)) for p in run_dir.glob(f"{CLAIM}.*") if (m := _NUMBERED.match(p.name)))
+
+
+def _read_file(path: storage.AnyPath) -> dict:
   try:
-    return json.loads((Path(run_dir) / CLAIM).read_text())
-  except FileNotFoundError:
-    return None
+    record = json.loads(path.read_text())
   except (OSError, json.JSONDecodeError):
-    return {"heartbeat": 0.0}
+    return {"heartbeat": 0.0}  # unreadable: counts as dead
+  return record if isinstance(record, dict) else {"heartbeat": 0.0}
+
+
+def current(run_dir: storage.AnyPath) -> tuple[int, dict | None]:
+  """The highest claim number and its record (0 and None when the run was never claimed)."""
+  run_dir = storage.path(run_dir)
+  numbers = _numbers(run_dir)
+  if not numbers:
+    return 0, None
+  return numbers[-1], _read_file(run_dir / f"{CLAIM}.{numbers[-1]}")
+
+
+def read(run_dir: storage.AnyPath) -> dict | None:
+  """The run's claim, or None when nobody claims it (never claimed, or released)."""
+  _, record = current(run_dir)
+  return None if record is None or record.get("released") else record
 
 
 def alive(claim: dict | None, now: float | None = None, stale_after_s: float = runs.STALE_AFTER_S) -> bool:
   """Whether a claim's holder still lives: a fresh heartbeat and, on this host, an existing pid."""
-  if not claim:
+  if not claim or claim.get("released"):
     return False
   now = time.time() if now is None else now
   if now - float(claim.get("heartbeat", 0.0)) > stale_after_s:
@@ -56,12 +65,22 @@ def alive(claim: dict | None, now: float | None = None, stale_after_s: float = r
   return True
 
 
+def release_lost(run_dir: storage.AnyPath, since: float) -> None:
+  """Marks released a claim made since `since` whose holder is known to be gone (a job on a lost machine)."""
+  number, record = current(run_dir)
+  if record and not record.get("released") and float(record.get("claimed", 0.0)) >= since:
+    storage.write_text_atomic(storage.path(run_dir) / f"{CLAIM}.{number}", json.dumps({**record, "released": True}))
+
+
 class Claim:
   """A claim this process holds: refreshed every `interval_s` in the background until `release`."""
 
-  def __init__(self, run_dir: Path, record: dict, interval_s: float):
-    self.run_dir = Path(run_dir)
+  def __init__(self, run_dir: storage.AnyPath, number: int, record: dict, interval_s: float):
+    self.run_dir = storage.path(run_dir)
+    self.number = number
     self.record = record
+    self._path = self.run_dir / f"{CLAIM}.{number}"
+    self._lock = threading.Lock()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._beat, args=(interval_s,), name="scaling-claim", daemon=True)
     self._thread.start()
@@ -72,43 +91,41 @@ class Claim:
     return self.record.get("took_over")
 
   def _mine(self) -> bool:
-    current = read(self.run_dir)
-    return bool(current) and current.get("token") == self.record["token"]
+    return _numbers(self.run_dir)[-1:] == [self.number]
+
+  def _write(self, record: dict) -> None:
+    storage.write_text_atomic(self._path, json.dumps(record))
 
   def _beat(self, interval_s: float) -> None:
     while not self._stop.wait(interval_s):
-      with _locked(self.run_dir.parent):
-        if not self._mine():
+      with self._lock:
+        if self._stop.is_set() or not self._mine():
           return
         self.record["heartbeat"] = time.time()
-        runs.write_json_atomic(self.run_dir / CLAIM, self.record)
+        self._write(self.record)
 
   def release(self) -> None:
-    """Stops the heartbeat and removes the claim (if it is still this one's)."""
+    """Stops the heartbeat and marks the claim released (if it is still the current one)."""
     self._stop.set()
     self._thread.join()
-    with _locked(self.run_dir.parent):
+    with self._lock:
       if self._mine():
-        (self.run_dir / CLAIM).unlink()
+        self._write({**self.record, "released": True})
 
 
-def try_claim(run_dir: Path, interval_s: float = runs.HEARTBEAT_S) -> Claim | None:
-  """Claims the run for this process, taking over a dead holder's claim; None when a live process holds it."""
-  run_dir = Path(run_dir)
-  with _locked(run_dir.parent):
-    existing = read(run_dir)
-    if existing is not None:
-      if alive(existing):
-        return None
-      (run_dir / CLAIM).unlink(missing_ok=True)
-    now = time.time()
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "heartbeat": now,
-              "claimed": now, "attempt": int(existing.get("attempt", 0)) + 1 if existing else 1}
-    if existing is not None:
-      record["took_over"] = {k: existing.get(k) for k in ("host", "pid", "heartbeat")}
-    fd = os.open(run_dir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w") as f:
-      json.dump(record, f)
-      f.flush()
-      os.fsync(f.fileno())
-  return Claim(run_dir, record, interval_s)
+def try_claim(run_dir: storage.AnyPath, interval_s: float = runs.HEARTBEAT_S) -> Claim | None:
+  """Claims the run for this process, taking over a dead holder's claim; None when a live process holds it
+  (or another process claimed it at the same moment)."""
+  run_dir = storage.path(run_dir)
+  number, existing = current(run_dir)
+  if alive(existing):
+    return None
+  dead = existing is not None and not existing.get("released")
+  now = time.time()
+  record = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "heartbeat": now,
+            "claimed": now, "attempt": int(existing.get("attempt", 0)) + 1 if dead else 1}
+  if dead:
+    record["took_over"] = {k: existing.get(k) for k in ("host", "pid", "heartbeat")}
+  if not storage.create_exclusive(run_dir / f"{CLAIM}.{number + 1}", json.dumps(record)):
+    return None
+  return Claim(run_dir, number + 1, record, interval_s)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scaling import storage
 from scaling.errors import UserError
 
 
@@ -79,6 +80,9 @@ def sweep(args: argparse.Namespace) -> int:
 
   if args.workers < 1:
     raise UserError(f"--workers must be at least 1, got {args.workers}")
+  if args.launcher == "slurm" and storage.is_remote(args.root):
+    raise UserError(f"--launcher=slurm needs --root on a file system the nodes share (sbatch writes each task's "
+                    f"output there), not {args.root}")
   sweep_spec, _, specs, text = expand_file(args.spec, args.gin_bindings)
   warnings = []
   for part in sweep_spec.parts:
@@ -100,7 +104,7 @@ def sweep(args: argparse.Namespace) -> int:
           f"each run on 1/{args.workers} of it (est column)")
     for w in warnings:
       print(f"warning: {w}")
-    return _launcher_dry_run(args, Path(args.root), specs)
+    return _launcher_dry_run(args, storage.path(args.root), specs)
   if args.launcher == "slurm":
     from scaling.launch import slurm
 
@@ -108,8 +112,8 @@ def sweep(args: argparse.Namespace) -> int:
   if args.launcher == "tpu":
     from scaling.launch import tpu
 
-    tpu.preflight(Path(args.root).absolute(), specs)
-  root = root_lib.check_root(Path(args.root))
+    tpu.preflight(storage.absolute(storage.path(args.root)), specs)
+  root = root_lib.check_root(args.root)
   for w in warnings:
     print(f"scaling sweep: warning: {w}", file=sys.stderr)
   root_lib.write(root, text, specs)
@@ -177,10 +181,10 @@ def _launcher_dry_run(args: argparse.Namespace, root: Path, specs) -> int:
   if args.launcher == "slurm":
     from scaling.launch import slurm
 
-    return slurm.dry_run(root.absolute(), specs)
+    return slurm.dry_run(storage.absolute(root), specs)
   from scaling.launch import tpu
 
-  return tpu.launch(root.absolute(), specs, [s.run_id for s in specs], dry_run=True)
+  return tpu.launch(storage.absolute(root), specs, [s.run_id for s in specs], dry_run=True)
 
 
 def _launch(args: argparse.Namespace, root: Path, specs, todo: list[str]) -> int:
@@ -193,19 +197,19 @@ def _launch(args: argparse.Namespace, root: Path, specs, todo: list[str]) -> int
     from scaling.launch import slurm
 
     view = SweepView(root, specs, 1)
-    return slurm.launch(root.absolute(), [s for s in specs if s.run_id in todo], detach=args.detach, show=view.show,
+    return slurm.launch(storage.absolute(root), [s for s in specs if s.run_id in todo], detach=args.detach, show=view.show,
                         say=say)
   if args.launcher == "tpu":
     from scaling.launch import tpu
 
-    return tpu.launch(root.absolute(), specs, todo, dry_run=False, say=say)
+    return tpu.launch(storage.absolute(root), specs, todo, dry_run=False, say=say)
   return local.run(root, todo, args.workers, SweepView(root, specs, args.workers).show)
 
 
 def status(args: argparse.Namespace) -> int:
   from scaling.sweep import root as root_lib, table
 
-  root = Path(args.root)
+  root = storage.path(args.root)
   specs = root_lib.read_specs(root)
   rows = [table.status_row(root, s) for s in specs]
   print(table.format_table(rows, table.columns(table.STATUS_COLUMNS, specs)))

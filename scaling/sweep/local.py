@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.errors import UserError
 from scaling.sweep import root as root_lib
 
@@ -107,8 +107,8 @@ def bind_to_launcher() -> None:
 
 
 def _spawn(root: Path, run_ids: Sequence[str], slot: Slot, index: int) -> subprocess.Popen:
-  logs = root / root_lib.WORKER_LOGS
-  logs.mkdir(exist_ok=True)
+  logs = storage.local_dir(root) / root_lib.WORKER_LOGS  # beside a gs:// root: in the local cache
+  logs.mkdir(parents=True, exist_ok=True)
   log = open(logs / f"worker{index}.log", "a")
   env = {**os.environ, **slot.env, PARENT_ENV: str(os.getpid()), CORES_ENV: ",".join(map(str, slot.cores))}
   return subprocess.Popen([sys.executable, "-m", "scaling.sweep.worker", f"--root={root}", *run_ids],

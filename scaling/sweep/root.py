@@ -8,20 +8,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
 import ml_collections
 
-from scaling import runs
+from scaling import runs, storage
+from scaling.storage import AnyPath
 from scaling.errors import UserError
 
 SWEEP_GIN, SPEC_JSON, SPEC_GIN, TRAIN_LOG = "sweep.gin", "spec.json", "spec.gin", "train.log"
 WORKER_LOGS = "workers"
 
 
-def check_root(root: Path) -> Path:
-  """A usable sweep root: a directory (or creatable), and not itself a run directory."""
-  root = runs.check_run_dir(Path(root)) if not Path(root).is_dir() else Path(root)
+def check_root(root: AnyPath) -> AnyPath:
+  """A usable sweep root: a directory (or creatable) or a gs:// URL, and not itself a run directory."""
+  root = storage.path(root)
+  root = root if root.is_dir() else runs.check_run_dir(root)
   if runs.is_run_dir(root):
     raise UserError(f"--root {root} is a run directory, not a sweep root")
   return root
@@ -35,7 +35,7 @@ def run_gin(sweep_text: str, spec: ml_collections.ConfigDict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write(root: Path, sweep_text: str, specs: Sequence[ml_collections.ConfigDict]) -> None:
+def write(root: AnyPath, sweep_text: str, specs: Sequence[ml_collections.ConfigDict]) -> None:
   """Writes sweep.gin and every run's spec.json and spec.gin (only what changed; run files are untouched)."""
   root.mkdir(parents=True, exist_ok=True)
   _write_if_changed(root / SWEEP_GIN, sweep_text)
@@ -46,22 +46,22 @@ def write(root: Path, sweep_text: str, specs: Sequence[ml_collections.ConfigDict
     _write_if_changed(run_dir / SPEC_GIN, run_gin(sweep_text, spec))
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def _write_if_changed(path: AnyPath, text: str) -> None:
   if not path.exists() or path.read_text() != text:
     runs.write_text_atomic(path, text)
 
 
-def read_spec(run_dir: Path) -> ml_collections.ConfigDict:
+def read_spec(run_dir: AnyPath) -> ml_collections.ConfigDict:
   """A run's locked spec (a misspelt field is then an error); a corrupt one is a UserError naming it."""
-  path = Path(run_dir) / SPEC_JSON
+  path = storage.path(run_dir) / SPEC_JSON
   spec = ml_collections.ConfigDict(runs.read_json(path))
   spec.lock()
   return spec
 
 
-def read_specs(root: Path) -> list[ml_collections.ConfigDict]:
+def read_specs(root: AnyPath) -> list[ml_collections.ConfigDict]:
   """Every run spec under a sweep root, in a stable order (part, budget, N, tokens, seed)."""
-  root = Path(root)
+  root = storage.path(root)
   if not root.is_dir():
     raise UserError(f"{root}: no such sweep root")
   specs = [read_spec(p.parent) for p in sorted(root.glob(f"*/{SPEC_JSON}"))]
@@ -74,14 +74,14 @@ def order(spec: ml_collections.ConfigDict) -> tuple:
   return (spec.part, spec.budget, spec.N, spec.role != "cooldown_parent", spec.tokens, spec.seed)
 
 
-def branch_from(root: Path, spec: ml_collections.ConfigDict) -> str | None:
+def branch_from(root: AnyPath, spec: ml_collections.ConfigDict) -> str | None:
   """The `--branch_from` of a cooldown branch (its parent's checkpoint at the branch step), else None."""
-  return f"{Path(root) / spec.parent}@{spec.branch_step}" if spec.parent else None
+  return f"{storage.path(root) / spec.parent}@{spec.branch_step}" if spec.parent else None
 
 
-def train_command(root: Path, spec: ml_collections.ConfigDict) -> list[str]:
+def train_command(root: AnyPath, spec: ml_collections.ConfigDict) -> list[str]:
   """The `scaling train` command line that trains this run alone."""
-  run_dir = Path(root) / spec.run_id
+  run_dir = storage.path(root) / spec.run_id
   args = ["scaling", "train", f"--gin_file={run_dir / SPEC_GIN}", f"--run_dir={run_dir}", f"--mesh={spec.mesh}"]
   branch = branch_from(root, spec)
   return args + ([f"--branch_from={branch}"] if branch else [])

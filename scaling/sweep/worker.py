@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.errors import UserError
 from scaling.sweep import claims, root as root_lib
 
@@ -58,7 +58,27 @@ def _output_to(path: Path) -> Iterator[None]:
       os.close(saved[1])
 
 
-def _fail(run_dir: Path, reason: str) -> None:
+@contextlib.contextmanager
+def _run_log(run_dir: storage.AnyPath) -> Iterator[None]:
+  """Sends this process's output to the run's train.log. On GCS, where a file cannot be appended to, it goes
+  to a local file first, appended to the run's train.log when the run stops (at its end, failure or preemption)."""
+  log = run_dir / root_lib.TRAIN_LOG
+  if not storage.is_remote(log):
+    with _output_to(log):
+      yield
+    return
+  earlier = log.read_text() if log.exists() else ""
+  local = storage.local_dir(run_dir) / root_lib.TRAIN_LOG
+  local.parent.mkdir(parents=True, exist_ok=True)
+  local.write_text("")
+  try:
+    with _output_to(local):
+      yield
+  finally:
+    storage.write_text_atomic(log, earlier + local.read_text())
+
+
+def _fail(run_dir: storage.AnyPath, reason: str) -> None:
   """Records a failure unless the run is already done (a done run is never marked otherwise); process 0 only."""
   import jax
 
@@ -78,7 +98,7 @@ def train_one(root: Path, run_id: str, log: bool = True) -> dict:
 
   run_dir = root / run_id
   spec = root_lib.read_spec(run_dir)
-  with _output_to(run_dir / root_lib.TRAIN_LOG) if log else contextlib.nullcontext():
+  with _run_log(run_dir) if log else contextlib.nullcontext():
     print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(root_lib.train_command(root, spec))}",
           flush=True)
     try:
@@ -167,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   local.bind_to_launcher()
   try:
-    return work(Path(args.root), args.run_ids, say=lambda m: print(m, flush=True))
+    return work(storage.path(args.root), args.run_ids, say=lambda m: print(m, flush=True))
   except UserError as e:
     print(f"scaling sweep worker: error: {e}", file=sys.stderr)
     return UserError.exit_code

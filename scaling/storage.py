@@ -1,0 +1,125 @@
+"""Where run directories and sweep roots live: a local path, or a URL such as `gs://bucket/sweep`.
+
+Local paths are `pathlib.Path`s; URLs are `etils.epath.Path`s (gcsfs underneath, the path layer orbax uses
+too). The run contract needs three things from either, and this module gives them:
+- replacing a file whole, so a reader never sees half of it: a temporary file and a rename on a local
+  disk; a plain upload on an object store, where an object is replaced in one step and a rename is a
+  copy (not atomic);
+- creating a file only if it does not exist, with its whole text at once (sweep claims): a hard link
+  from a written temporary file locally, an upload with the precondition `ifGenerationMatch=0` on GCS;
+- a local directory for what a launcher writes beside a remote root (worker logs, job scripts), since
+  `sbatch --output` and `subprocess` need a file system.
+Listings are never cached (gcsfs caches them forever by default), because other processes write the
+same root: a worker must see another's claim or status as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Union
+
+from scaling.errors import UserError
+
+AnyPath = Union[Path, "epath.Path"]  # noqa: F821 (etils.epath is imported on first use of a URL)
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_configured = False
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+  """True for a URL (`gs://...`), False for a local path."""
+  return bool(_URL.match(str(path)))
+
+
+def path(p: str | os.PathLike) -> AnyPath:
+  """The path object for a local path or a URL; an unsupported URL is a UserError."""
+  if not is_remote(p):
+    return Path(p)
+  text = str(p)
+  if not text.startswith("gs://"):
+    raise UserError(f"{text}: only local paths and gs:// URLs are supported")
+  _configure_gcs()
+  from etils import epath
+
+  return epath.Path(text)
+
+
+def absolute(p: AnyPath) -> AnyPath:
+  """The absolute form of a local path; a URL is absolute already."""
+  return p if is_remote(p) else Path(p).absolute()
+
+
+def _configure_gcs() -> None:
+  """Makes gcsfs re-list on every call (see the module doc), once, before its first filesystem exists."""
+  global _configured
+  if _configured:
+    return
+  try:
+    import fsspec
+    import gcsfs  # noqa: F401
+  except ImportError:
+    raise UserError("gs:// paths need gcsfs: pip install 'scaling[gcs]'") from None
+  for protocol in ("gs", "gcs"):
+    fsspec.config.conf.setdefault(protocol, {})["use_listings_cache"] = False
+  logging.getLogger("gcsfs").addFilter(lambda r: "Could not determine bucket type" not in r.getMessage())
+  _configured = True
+
+
+def _gcs():
+  import fsspec
+
+  _configure_gcs()
+  return fsspec.filesystem("gcs")
+
+
+def write_text_atomic(p: AnyPath, text: str) -> None:
+  """Replaces the file at `p` with `text` so that no reader ever sees part of it (see the module doc)."""
+  if is_remote(p):
+    _gcs().pipe_file(str(p), text.encode())
+    return
+  p = Path(p)
+  tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.{threading.get_ident()}")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  tmp.replace(p)
+
+
+def create_exclusive(p: AnyPath, text: str) -> bool:
+  """Creates the file at `p` holding `text` if no file is there; False (and nothing written) if one is."""
+  if is_remote(p):
+    try:
+      _gcs().pipe_file(str(p), text.encode(), mode="create")
+    except FileExistsError:
+      return False
+    return True
+  p = Path(p)
+  tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.{threading.get_ident()}")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  try:
+    os.link(tmp, p)  # fails if `p` exists; a reader never sees the file without its text
+  except FileExistsError:
+    return False
+  finally:
+    tmp.unlink()
+  return True
+
+
+def local_dir(root: AnyPath) -> Path:
+  """A local directory for a launcher's own files about `root`: the root itself when it is local, else one
+  under the scaling cache (`~/.cache/scaling/roots/<bucket>/<path>-<hash>`)."""
+  if not is_remote(root):
+    return Path(root)
+  from scaling import cache
+
+  text = str(root).rstrip("/")
+  tail = re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1])
+  return cache.cache_root() / "roots" / f"{tail}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
