@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.errors import UserError
 
 CANONICAL = ("run", "N", "D", "C", "loss", "step", "final")
@@ -69,7 +69,7 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
     raise UserError("no INPUT given: pass a sweep root, run directories or CSV/JSON tables")
   tables, run_dirs = [], []
   for item in inputs:
-    path = Path(item)
+    path = storage.path(item)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
       tables.append(path)
     elif path.is_dir():

@@ -6,8 +6,10 @@ another. A run is one multi-host job: `gcloud compute tpus tpu-vm ssh --worker=a
 `python -m scaling.launch.task` on every worker of the slice, and the workers join one `jax.distributed`
 job (scaling/launch/distributed.py). When a run's job ends with the slice PREEMPTED (or TERMINATED; a
 queued resource SUSPENDED or FAILED), the slice is deleted, created again and reinstalled, and the run
-resumes from its checkpoint, at most `MAX_RECOVERIES` times per slice. The sweep root must be a shared
-mount at the same path (`tpu.root`) on every worker, and readable here (where run states are read).
+resumes from its checkpoint, at most `MAX_RECOVERIES` times per slice. The sweep root is a gs:// URL
+(the usual case: workers and launcher read and write it directly), or a shared mount at the same path
+(`tpu.root`) on every worker that is readable here too (where run states are read). The launcher's own
+files (slice logs, the source archive) are kept in `storage.local_dir(root)`.
 
 `scaling.config` imports this module so that gin knows the `tpu` knobs wherever a spec.gin is parsed
 (a worker parses the sweep's text, `tpu.*` bindings included); it must therefore not import jax.
@@ -34,7 +36,7 @@ from pathlib import Path
 import gin
 import ml_collections
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.errors import UserError
 
 MAX_RECOVERIES = 3  # slice recreations (or restarts of a stopped job) per slice before its runs are left
@@ -227,7 +229,7 @@ def check_mesh(spec: ml_collections.ConfigDict, sl: Slice) -> None:
 
 def slice_names(prefix: str, root: Path, count: int) -> list[str]:
   """Slice names, stable per sweep root, so a second launch on the same root finds (reuses) its slices."""
-  tag = hashlib.sha256(str(Path(root).absolute()).encode()).hexdigest()[:4]
+  tag = hashlib.sha256(str(storage.absolute(root)).encode()).hexdigest()[:4]
   return [f"{prefix}-{tag}-{i}" for i in range(count)]
 
 
@@ -264,7 +266,7 @@ def make_plan(cfg: TpuConfig, root: Path, specs: Sequence[ml_collections.ConfigD
   names = slice_names(cfg.name_prefix, root, len(used))
   slices = tuple(SlicePlan(n, tuple(s.run_id for s in ls), tuple(seconds[s.run_id] for s in ls))
                  for n, ls in zip(names, used))
-  remote_root = cfg.root or str(Path(root).absolute())
+  remote_root = cfg.root or str(storage.absolute(root))
   return Plan(cfg, sl, slices, remote_root, _archive_path(cfg, root))
 
 
@@ -284,7 +286,7 @@ def _archive_path(cfg: TpuConfig, root: Path) -> Path | None:
       raise UserError("tpu.setup_command: the default install copies this source checkout to the workers, but "
                       "scaling runs from an installed package; set tpu.setup_command to install it on each worker")
     return None
-  return Path(root).absolute() / LOG_DIR / ARCHIVE
+  return storage.local_dir(storage.absolute(root)) / LOG_DIR / ARCHIVE
 
 
 def write_archive(dest: Path) -> Path:
@@ -455,7 +457,7 @@ class SliceDriver:
 
   def __init__(self, ctx: Context, sp: SlicePlan):
     self.ctx, self.sp, self.cfg = ctx, sp, ctx.plan.config
-    self.log = ctx.root / LOG_DIR / f"{sp.name}.log"
+    self.log = storage.local_dir(ctx.root) / LOG_DIR / f"{sp.name}.log"
     self.created = False  # by this launch: deleted at its end
     self.found = False  # there before this launch: left running at its end
     self.recoveries = 0
@@ -681,7 +683,7 @@ def preflight(root: Path, specs: Sequence[ml_collections.ConfigDict], todo: Sequ
 
   find_gcloud(gcloud)
   todo = [s.run_id for s in specs] if todo is None else todo
-  return make_plan(config.build(tpu), Path(root), specs, todo)
+  return make_plan(config.build(tpu), storage.path(root), specs, todo)
 
 
 def launch(root: Path, specs: Sequence[ml_collections.ConfigDict], todo: Sequence[str], *, dry_run: bool,
@@ -698,4 +700,4 @@ def launch(root: Path, specs: Sequence[ml_collections.ConfigDict], todo: Sequenc
     for line in plan_lines(plan, by_id, gcloud):
       say(line)
     return 0
-  return execute(Context(plan, Path(root), by_id, say, gcloud, poll_s))
+  return execute(Context(plan, storage.path(root), by_id, say, gcloud, poll_s))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ml_collections
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.console import format_count, format_eta
 from scaling.sweep import claims
 
@@ -59,7 +59,7 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
 
 def status_row(root: Path, spec: ml_collections.ConfigDict, now: float | None = None) -> dict:
   """The status columns of one run, from its run directory."""
-  run_dir = Path(root) / spec.run_id
+  run_dir = storage.path(root) / spec.run_id
   status = run_state(run_dir, now)
   records = runs.read_metrics(run_dir)
   evals = [r for r in records if "eval_loss" in r]

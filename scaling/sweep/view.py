@@ -15,6 +15,7 @@ from typing import TextIO
 
 import ml_collections
 
+from scaling import storage
 from scaling.sweep import table
 
 
@@ -23,7 +24,7 @@ class SweepView:
 
   def __init__(self, root: Path, specs: Sequence[ml_collections.ConfigDict], workers: int,
                stream: TextIO | None = None, live: bool | None = None, every_s: float = 60.0):
-    self._root, self._specs, self._workers = Path(root), list(specs), workers
+    self._root, self._specs, self._workers = storage.path(root), list(specs), workers
     self._stream = stream or sys.stderr
     self._live_wanted = self._stream.isatty() if live is None else live
     self._live = None
