@@ -75,10 +75,18 @@ def gcs_emulator():
         raise RuntimeError("the GCS emulator did not start")
       time.sleep(0.1)
   url = f"http://127.0.0.1:{port}"
+  # Anonymous access (the emulator needs no credentials; fsspec reads FSSPEC_GCS_TOKEN in the processes the
+  # tests start), and gcsfs's plain filesystem: its default one first asks the bucket's type over gRPC, which
+  # the emulator does not serve.
   env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
-         "GOOGLE_CLOUD_PROJECT": "scaling-test"}
+         "GOOGLE_CLOUD_PROJECT": "scaling-test", "FSSPEC_GCS_TOKEN": "anon", "FSSPEC_GS_TOKEN": "anon",
+         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
   saved = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
+  import fsspec
+
+  for protocol in ("gs", "gcs"):
+    fsspec.config.conf.setdefault(protocol, {})["token"] = "anon"
   try:
     yield bucket
   finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_testlib import REPO, scaling_env  # noqa: F401  (fixture)
-from scaling import config, runs
+from scaling import config, runs, storage
 from scaling.errors import UserError
 from scaling.launch import tpu
 from scaling.sweep import expand, root as root_lib
@@ -464,3 +464,21 @@ def test_a_preempted_pod_is_recreated_and_its_run_resumes_to_the_same_losses(pod
   verbs = _verbs(fake.calls())
   assert verbs.count("tpu-vm create") == 2 and verbs.count("tpu-vm delete") == 2
   assert any("is PREEMPTED; recreating" in l for l in lines)
+
+
+@pytest.mark.slow
+def test_a_pod_on_a_gcs_root_trains_to_the_same_losses(pod, gcs_root, tmp_path, monkeypatch):
+  """The usual TPU set-up: no shared mount, the root is a gs:// URL that the launcher and the 4 workers use."""
+  fake = _install_fake(tmp_path / "gcloud", monkeypatch, pod["env"])
+  root = storage.path(gcs_root)
+  specs = _sweep(root, *ONE_RUN, *POD, f"tpu.workdir = '{REPO}'", "tpu.setup_command = 'true'")
+  lines = []
+  assert _launch(root, specs, lines=lines) == 0, "\n".join(lines)
+  run_dir = root / pod["run"]
+  assert runs.read_status(run_dir)["state"] == "done"
+  assert curve(run_dir) == curve(pod["root"] / pod["run"])
+  assert runs.read_run_info(run_dir)["devices"]["processes"] == 4
+  ssh = [c for c in fake.calls() if c[2:4] == ["tpu-vm", "ssh"]][-1]
+  assert ssh[-1].endswith(f"--root {gcs_root} {pod['run']} --distributed")
+  assert (run_dir / "train.log").read_text().startswith("=== ")
+  assert (storage.local_dir(root) / tpu.LOG_DIR).is_dir()  # the slice logs stay here, beside nothing remote

@@ -30,7 +30,7 @@ def test_two_concurrent_sweeps_run_every_run_exactly_once(tmp_path, scaling_env)
     assert starts(root, rid) == 1, rid
     steps = [r["step"] for r in curve(root / rid)]
     assert steps == sorted(set(steps))
-    assert not (root / rid / "claim").exists()
+    assert claims.read(root / rid) is None  # released
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
       tables.append(path)
     elif path.is_dir():
-      found = [path] if (path / "run.json").is_file() else sorted(p.parent for p in path.rglob("run.json"))
+      found = [path] if (path / "run.json").is_file() else _run_dirs_under(path)
       if not found:
         raise UserError(f"{path}: directory holds no run.json (not a run directory or sweep root)")
       run_dirs.extend(found)
@@ -104,6 +104,13 @@ def load(inputs: Iterable[str], columns: Mapping[str, str] | None = None, conven
     if df.empty:
       raise UserError(f"--filter {query!r}: no point left")
   return df, conv
+
+
+def _run_dirs_under(path: storage.AnyPath) -> list[storage.AnyPath]:
+  """The run directories under a directory: at any depth on disk; one level down (a sweep root's runs) on GCS,
+  where a recursive listing would list every checkpoint object."""
+  found = path.glob("*/run.json") if storage.is_remote(path) else path.rglob("run.json")
+  return sorted(p.parent for p in found)
 
 
 def _numeric(df: pd.DataFrame) -> None:
