@@ -311,6 +311,7 @@ def check_run_dir(run_dir: AnyPath) -> AnyPath:
   directories will be created) is a writable directory. A gs:// URL must not name an object; whether the
   bucket lets us write is known at the first write."""
   run_dir = storage.path(run_dir)
+  storage.check_bucket(run_dir)
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(f"--run_dir {run_dir} is a file, not a directory")
   if storage.is_remote(run_dir):

@@ -21,11 +21,14 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from scaling.errors import UserError
 
-AnyPath = Union[Path, "epath.Path"]  # noqa: F821 (etils.epath is imported on first use of a URL)
+if TYPE_CHECKING:
+  from etils import epath
+
+AnyPath = Union[Path, "epath.Path"]  # etils.epath itself is imported on the first use of a URL
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _configured = False
 
@@ -74,6 +77,21 @@ def _gcs():
 
   _configure_gcs()
   return fsspec.filesystem("gcs")
+
+
+def check_bucket(p: AnyPath) -> None:
+  """For a URL, a UserError unless its bucket exists and these credentials reach it; nothing for a local path."""
+  if not is_remote(p):
+    return
+  bucket = str(p).split("://", 1)[1].split("/", 1)[0]
+  try:
+    found = _gcs().exists(bucket)
+  except Exception as e:  # credentials, network: whatever keeps us from the bucket is the user's to fix
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise UserError(f"{p}: cannot reach gs://{bucket} ({type(e).__name__}: {first}); "
+                    "check `gcloud auth application-default login` and the bucket's permissions") from None
+  if not found:
+    raise UserError(f"{p}: no bucket gs://{bucket} (or these credentials may not see it)")
 
 
 def write_text_atomic(p: AnyPath, text: str) -> None:

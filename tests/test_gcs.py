@@ -141,6 +141,15 @@ def test_a_sweep_on_a_gcs_root_trains_every_run_as_on_disk(tmp_path, gcs_root, g
   assert convention["name"] == on_disk_convention["name"]
 
 
+def test_a_missing_bucket_is_one_line_before_anything_is_written(tmp_path, gcs_env):
+  out = run_sweep(gcs_env, "gs://no-such-bucket/sweep")
+  assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].endswith(
+      "gs://no-such-bucket/sweep: no bucket gs://no-such-bucket (or these credentials may not see it)"), out.stderr
+  train = subprocess.run(train_args("gs://no-such-bucket/run"), env=gcs_env, cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+  assert train.returncode == 2 and "no bucket gs://no-such-bucket" in train.stderr and "Traceback" not in train.stderr
+
+
 def test_slurm_refuses_a_gcs_root(tmp_path, gcs_env):
   out = run_sweep(gcs_env, "gs://bucket/sweep", extra=("--launcher=slurm", "--dry-run"))
   assert out.returncode == 2 and "--launcher=slurm needs --root on a file system" in out.stderr

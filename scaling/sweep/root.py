@@ -21,6 +21,7 @@ WORKER_LOGS = "workers"
 def check_root(root: AnyPath) -> AnyPath:
   """A usable sweep root: a directory (or creatable) or a gs:// URL, and not itself a run directory."""
   root = storage.path(root)
+  storage.check_bucket(root)
   root = root if root.is_dir() else runs.check_run_dir(root)
   if runs.is_run_dir(root):
     raise UserError(f"--root {root} is a run directory, not a sweep root")
