@@ -94,18 +94,22 @@ def check_bucket(p: AnyPath) -> None:
     raise UserError(f"{p}: no bucket gs://{bucket} (or these credentials may not see it)")
 
 
-def write_text_atomic(p: AnyPath, text: str) -> None:
-  """Replaces the file at `p` with `text` so that no reader ever sees part of it (see the module doc)."""
-  if is_remote(p):
-    _gcs().pipe_file(str(p), text.encode())
-    return
-  p = Path(p)
+def _written_beside(p: Path, text: str) -> Path:
+  """A temporary file in `p`'s directory holding `text`, on disk (fsync), to be renamed or linked to `p`."""
   tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.{threading.get_ident()}")
   with open(tmp, "w") as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
-  tmp.replace(p)
+  return tmp
+
+
+def write_text_atomic(p: AnyPath, text: str) -> None:
+  """Replaces the file at `p` with `text` so that no reader ever sees part of it (see the module doc)."""
+  if is_remote(p):
+    _gcs().pipe_file(str(p), text.encode())
+    return
+  _written_beside(Path(p), text).replace(p)
 
 
 def create_exclusive(p: AnyPath, text: str) -> bool:
@@ -116,12 +120,7 @@ def create_exclusive(p: AnyPath, text: str) -> bool:
     except FileExistsError:
       return False
     return True
-  p = Path(p)
-  tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.{threading.get_ident()}")
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
+  tmp = _written_beside(Path(p), text)
   try:
     os.link(tmp, p)  # fails if `p` exists; a reader never sees the file without its text
   except FileExistsError:
