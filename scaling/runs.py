@@ -32,6 +32,7 @@ STATES = ("pending", "running", "done", "failed", "preempted")
 HEARTBEAT_S = 30.0  # how often a running run refreshes its heartbeat
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the run is dead
 REMOTE_FLUSH_S = 30.0  # on GCS, how often metrics.jsonl is rewritten with the records appended since
+REMOTE_STATUS_S = 10.0  # on GCS, the least time between two writes of status.json for progress alone
 CONFIG, RUN_INFO, METRICS, STATUS = "config.gin", "run.json", "metrics.jsonl", "status.json"
 
 
@@ -158,7 +159,9 @@ class StatusKeeper:
   """Owns a running run's status.json: state changes, plus a background heartbeat every `interval_s`.
 
   The heartbeat rewrites the current status with a fresh time, under the same lock as state changes,
-  so it never brings back a state that was already replaced.
+  so it never brings back a state that was already replaced. On GCS, progress alone (`update`) is written
+  at most every `REMOTE_STATUS_S` (each write is a synchronous upload, and GCS allows about one write per
+  second to an object); the heartbeat writes what is newer. State changes are always written at once.
   """
 
   def __init__(self, run_dir: AnyPath, enabled: bool = True, interval_s: float = HEARTBEAT_S):
@@ -167,6 +170,8 @@ class StatusKeeper:
     self._interval_s = interval_s
     self._lock = threading.Lock()
     self._current: dict | None = None
+    self._throttle_s = REMOTE_STATUS_S if storage.is_remote(self._run_dir) else 0.0
+    self._written_at = float("-inf")
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
 
@@ -177,6 +182,7 @@ class StatusKeeper:
     with self._lock:
       kept = _extras(self._current) if self._current else {}
       self._current = set_status(self._run_dir, state, step, reason, **{**kept, **extra})
+      self._written_at = time.monotonic()
     if state == "running" and self._thread is None:
       self._thread = threading.Thread(target=self._beat, name="scaling-heartbeat", daemon=True)
       self._thread.start()
@@ -188,8 +194,13 @@ class StatusKeeper:
     if not self._enabled or self._current is None:
       return
     with self._lock:
-      self._current = set_status(self._run_dir, self._current["state"], extra.pop("step", self._current["step"]),
-                                 self._current["reason"], **{**_extras(self._current), **extra})
+      args = (self._current["state"], extra.pop("step", self._current["step"]), self._current["reason"])
+      fields = {**_extras(self._current), **extra}
+      if time.monotonic() - self._written_at < self._throttle_s:
+        self._current = status_record(*args, **fields)  # the heartbeat or the next update writes it
+        return
+      self._current = set_status(self._run_dir, *args, **fields)
+      self._written_at = time.monotonic()
 
   @property
   def state(self) -> str | None:
@@ -206,6 +217,7 @@ class StatusKeeper:
           return
         self._current = set_status(self._run_dir, "running", self._current["step"], self._current["reason"],
                                    **_extras(self._current))
+        self._written_at = time.monotonic()
 
   def stop(self) -> None:
     """Stops the heartbeat thread (idempotent)."""

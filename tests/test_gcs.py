@@ -24,7 +24,7 @@ from scaling.sweep import claims
 
 GCS_ENV = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GOOGLE_AUTH_TOKEN_FOR_TESTING", "GOOGLE_CLOUD_PROJECT",
            "FSSPEC_GCS_TOKEN", "FSSPEC_GS_TOKEN", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
-SHORT = ("train.tokens = 30720",)  # 120 steps of the tiny run: a checkpoint every 16, records every 5
+# The tiny run: 480 steps, a checkpoint every 16, records every 5.
 
 
 @pytest.fixture
@@ -55,6 +55,12 @@ def test_the_run_contract_on_gcs(gcs_root):
   again.close()
   assert [r["step"] for r in runs.truncate_metrics(run, 2)] == [1, 2]
   assert [r["step"] for r in runs.read_metrics(run)] == [1, 2]
+  keeper = runs.StatusKeeper(run, interval_s=3600)
+  keeper.set("running", 0, "starting")
+  keeper.update(step=5)  # progress alone, just after a write: held (runs.REMOTE_STATUS_S)
+  assert runs.read_status(run)["step"] == 0 and keeper.step == 5
+  keeper.set("done", 10)  # a state change: written at once
+  assert runs.read_status(run)["state"] == "done" and runs.read_status(run)["step"] == 10
   (storage.path(gcs_root) / "object").write_text("x")
   with pytest.raises(UserError, match="is a file"):
     runs.check_run_dir(f"{gcs_root}/object")
@@ -83,34 +89,41 @@ def test_racing_processes_get_one_claim_on_gcs(gcs_root, gcs_emulator):
   assert sorted(answers) == ["got"] + ["no"] * 5
 
 
-def _wait_for_step(run_dir, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_for_checkpoint(run_dir, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+  """Waits until a checkpoint at `step` or later is being written (status.json shows progress only every
+  10 s on GCS, and the tiny run is quicker than that)."""
   deadline = time.monotonic() + timeout
-  while runs.read_status(run_dir).get("step", 0) < step:
+
+  def reached() -> bool:
+    directory = run_dir / "checkpoints"
+    return directory.exists() and any(p.name.isdigit() and int(p.name) >= step for p in directory.iterdir())
+
+  while not reached():
     assert proc.poll() is None, f"the run exited ({proc.returncode}) before step {step}"
     assert time.monotonic() < deadline
-    time.sleep(0.2)
+    time.sleep(0.05)
 
 
 @pytest.mark.slow
 def test_a_gcs_run_is_preempted_resumes_and_equals_the_same_run_on_disk(tmp_path, gcs_root, gcs_env):
   local = tmp_path / "local"
-  run_to_end(train_args(local, *SHORT), gcs_env, tmp_path / "local.log")
+  run_to_end(train_args(local), gcs_env, tmp_path / "local.log")
   remote = storage.path(gcs_root) / "run"
   with open(tmp_path / "remote.log", "w") as log:
-    proc = subprocess.Popen(train_args(remote, *SHORT), cwd=REPO, env=gcs_env, stdout=log, stderr=subprocess.STDOUT)
-  _wait_for_step(remote, 40, proc)
+    proc = subprocess.Popen(train_args(remote), cwd=REPO, env=gcs_env, stdout=log, stderr=subprocess.STDOUT)
+  _wait_for_checkpoint(remote, 64, proc)
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
   status = runs.read_status(remote)
   assert status["state"] == "preempted", (tmp_path / "remote.log").read_text()[-2000:]
   # every record up to the checkpoint (records every 5 steps) was flushed before it was saved
   assert max(r["step"] for r in runs.read_metrics(remote)) == status["step"] - status["step"] % 5
-  output = run_to_end(train_args(remote, *SHORT), gcs_env, tmp_path / "resume.log")
+  output = run_to_end(train_args(remote), gcs_env, tmp_path / "resume.log")
   assert f"resuming {remote} from its checkpoint at step {status['step']}" in output
   assert runs.read_status(remote)["state"] == "done"
   assert curve(remote) == curve(local)
   steps = sorted(int(p.name) for p in (remote / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps and steps[-1] == 120
+  assert steps and steps[-1] == 480
   assert (remote / "config.gin").read_text() == (local / "config.gin").read_text()
   assert any((remote / "tb").iterdir())
 
