@@ -126,6 +126,9 @@ def test_a_gcs_run_is_preempted_resumes_and_equals_the_same_run_on_disk(tmp_path
   assert steps and steps[-1] == 480
   assert (remote / "config.gin").read_text() == (local / "config.gin").read_text()
   assert any((remote / "tb").iterdir())
+  branch = storage.path(gcs_root) / "branch"  # a branch of a gs:// run, with the parent's own schedule, goes on as it did
+  run_to_end(train_args(branch, extra=(f"--branch_from={remote}@80",)), gcs_env, tmp_path / "branch.log")
+  assert curve(branch) == curve(local) and runs.read_run_info(branch)["parent"]["run_dir"] == str(remote)
 
 
 @pytest.mark.slow
