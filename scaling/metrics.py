@@ -1,7 +1,8 @@
 """Writes training metrics as JSON lines (metrics.jsonl) and TensorBoard events (tb/).
 
 Only process 0 writes. Each record is one line, flushed at once, so a run killed at any moment leaves
-every complete record readable. metrics.jsonl is the record of truth: when a run resumes from (or rolls
+every complete record readable (in a gs:// run directory, every record up to the newest checkpoint: see
+`runs.MetricsAppender`). metrics.jsonl is the record of truth: when a run resumes from (or rolls
 back to) a checkpoint, both are cut back to its step, TensorBoard by rewriting tb/ from metrics.jsonl,
 so neither ever holds a step twice.
 """

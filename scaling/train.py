@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scaling import flops, sharding
 from scaling.data.pipeline import plan_steps
-from scaling.model import ModelConfig, Transformer, lr_multiplier, param_counts, tree_param_counts
+from scaling.model import ModelConfig, Transformer, lr_multiplier
 from scaling.optim import OptimizerConfig, leaf_name, learning_rate_schedule, make_optimizer
 
 BATCH_KEYS = {
@@ -227,7 +227,7 @@ def make_train_step(program: Program, grad_accum: int):
 
 def make_eval_step(program: Program):
   """(params, batch) -> summed loss, token weight and bytes of one validation batch."""
-  graphdef, model_cfg = program.graphdef, program.model_cfg
+  graphdef = program.graphdef
 
   def eval_step(params, batch):
     model = nnx.merge(graphdef, params)
