@@ -49,8 +49,9 @@ def _plain_files_only() -> None:
 def resolve_gin_file(name: str) -> Path:
   """A gin file given on the command line: as a path or gs:// URL, else under the package's configs/ (or the package)."""
   if storage.is_remote(name):
-    if storage.path(name).is_file():
-      return storage.path(name)
+    remote = storage.path(name)
+    if remote.is_file():
+      return remote
     raise UserError(f"gin file {name!r} does not exist")
   for candidate in (Path(name), CONFIGS / name, PACKAGE_ROOT / name):
     if candidate.is_file():

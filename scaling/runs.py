@@ -237,6 +237,11 @@ def _extras(status: dict) -> dict:
 # --- metrics.jsonl -------------------------------------------------------------------------------------
 
 
+def _line(record: dict) -> str:
+  """A metrics record as one line of metrics.jsonl."""
+  return json.dumps(record, sort_keys=True) + "\n"
+
+
 def _parse_metrics(path: AnyPath, text: str) -> list[dict]:
   """Parses JSON lines: a torn last line is dropped, a bad line before the last is a UserError."""
   lines = text.splitlines()
@@ -264,7 +269,7 @@ def read_metrics(run_dir: AnyPath) -> list[dict]:
 
 def write_metrics(run_dir: AnyPath, records: list[dict]) -> None:
   """Replaces metrics.jsonl with `records` atomically."""
-  write_text_atomic(storage.path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+  write_text_atomic(storage.path(run_dir) / METRICS, "".join(_line(r) for r in records))
 
 
 def truncate_metrics(run_dir: AnyPath, step: int) -> list[dict]:
@@ -286,7 +291,7 @@ class MetricsAppender:
     self._last_step = existing[-1]["step"] if existing else -1
     self._remote = storage.is_remote(self._path)
     if self._remote:
-      self._lines = [json.dumps(r, sort_keys=True) + "\n" for r in existing]
+      self._lines = [_line(r) for r in existing]
       self._flush_s, self._flushed_at, self._dirty = flush_s, time.monotonic(), False
     else:
       self._file = open(self._path, "a")
@@ -294,7 +299,7 @@ class MetricsAppender:
   def append(self, record: dict) -> None:
     if record["step"] <= self._last_step:
       raise ValueError(f"{self._path}: step {record['step']} is not after the last record's step {self._last_step}")
-    line = json.dumps(record, sort_keys=True) + "\n"
+    line = _line(record)
     self._last_step = record["step"]
     if not self._remote:
       self._file.write(line)

@@ -38,6 +38,7 @@ import ml_collections
 
 from scaling import runs, storage
 from scaling.errors import UserError
+from scaling.sweep import claims
 
 MAX_RECOVERIES = 3  # slice recreations (or restarts of a stopped job) per slice before its runs are left
 LOG_DIR = "tpu"  # ROOT/tpu/<slice>.log: every gcloud command of a slice and its output
@@ -588,7 +589,7 @@ class SliceDriver:
         return
       slice_state = self.state()
       if slice_state != READY[self.cfg.queued]:
-        _drop_claim(run_dir, start - CLOCK_SKEW_S)
+        claims.release_lost(run_dir, start - CLOCK_SKEW_S)  # the lost job's claim, so the rerun can claim
         self.recover(f"{label}: the job exited {code} and {self.sp.name} is {slice_state or 'gone'}", recreate=True)
       elif status["state"] == "preempted":
         self.recover(f"{label}: the job stopped at a checkpoint (SIGTERM, exit {code}) on a {slice_state} slice",
@@ -607,13 +608,6 @@ def _fail(run_dir: Path, reason: str) -> None:
   status = runs.read_status(run_dir)
   if status["state"] not in ("done", "failed"):
     runs.set_status(run_dir, "failed", status.get("step", 0), reason)
-
-
-def _drop_claim(run_dir: Path, since: float) -> None:
-  """Releases the claim a job on a lost slice left behind (made since it started), so the rerun can claim."""
-  from scaling.sweep import claims
-
-  claims.release_lost(run_dir, since)
 
 
 def _last_eval(run_dir: Path) -> str:

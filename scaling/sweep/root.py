@@ -21,8 +21,8 @@ WORKER_LOGS = "workers"
 def check_root(root: AnyPath) -> AnyPath:
   """A usable sweep root: a directory (or creatable) or a gs:// URL, and not itself a run directory."""
   root = storage.path(root)
-  storage.check_bucket(root)
-  root = root if root.is_dir() else runs.check_run_dir(root)
+  if storage.is_remote(root) or not root.is_dir():
+    root = runs.check_run_dir(root)  # for a gs:// root it checks the bucket first, before any listing
   if runs.is_run_dir(root):
     raise UserError(f"--root {root} is a run directory, not a sweep root")
   return root
