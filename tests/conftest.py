@@ -4,6 +4,9 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# gcsfs picks its filesystem class when first imported, which a test may do before the GCS emulator starts:
+# the plain one, since the default first asks a bucket's type over gRPC, which the emulator does not serve.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -76,8 +79,7 @@ def gcs_emulator():
       time.sleep(0.1)
   url = f"http://127.0.0.1:{port}"
   # Anonymous access (the emulator needs no credentials; fsspec reads FSSPEC_GCS_TOKEN in the processes the
-  # tests start), and gcsfs's plain filesystem: its default one first asks the bucket's type over gRPC, which
-  # the emulator does not serve.
+  # tests start), and gcsfs's plain filesystem (see the top of this file).
   env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
          "GOOGLE_CLOUD_PROJECT": "scaling-test", "FSSPEC_GCS_TOKEN": "anon", "FSSPEC_GS_TOKEN": "anon",
          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
