@@ -21,7 +21,7 @@ import dataclasses
 import gc
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gin
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers as policies
@@ -139,6 +140,70 @@ def _keep_policy(cfg: CheckpointConfig) -> policies.PreservationPolicy:
   if cfg.at_steps:
     rules.append(policies.CustomSteps(steps=cfg.at_steps))
   return policies.AnyPreservationPolicy(rules)
+
+
+def _is_layer_list(node: Any) -> bool:
+  """Whether a state node holds an unrolled model's layers (keys 0..depth-1) rather than stacked ones."""
+  return isinstance(node, Mapping) and len(node) > 0 and all(isinstance(k, int) for k in node.keys())
+
+
+def _map_layer_lists(tree: Any, fn: Callable[[nnx.State], nnx.State]) -> Any:
+  """Applies `fn` to the `blocks` entry of every parameter-shaped state (params, Adam's mu and nu) that lists layers."""
+
+  def visit(node):
+    if isinstance(node, nnx.State) and "blocks" in node and _is_layer_list(node["blocks"]):
+      return nnx.State({**dict(node.items()), "blocks": fn(node["blocks"])})
+    return node
+
+  return jax.tree.map(visit, tree, is_leaf=lambda x: isinstance(x, nnx.State))
+
+
+def _stack_leaves(*xs: Any) -> Any:
+  """One [depth, ...] array (or abstract array, sharded like a layer with the depth axis whole) from per-layer ones."""
+  if isinstance(xs[0], jax.ShapeDtypeStruct):
+    sharding = xs[0].sharding
+    if isinstance(sharding, NamedSharding):
+      sharding = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
+    return jax.ShapeDtypeStruct((len(xs), *xs[0].shape), xs[0].dtype, sharding=sharding)
+  return jnp.stack(xs)
+
+
+def _stack_layers(layers: nnx.State) -> nnx.State:
+  return jax.tree.map(_stack_leaves, *[layers[i] for i in range(len(layers))])
+
+
+def from_stored_form(stored: Any, target: Any) -> Any:
+  """The inverse of `stored_form`: a restored state in the tree and shardings of `target` (abstract arrays).
+
+  Each leaf of `target` is found in `stored` by its key path; a layer's leaf `blocks/<i>/...` is row i of
+  the stacked `blocks/...`. One jitted program slices and places them all (on every process alike).
+  """
+  flat_stored, _ = jax.tree_util.tree_flatten_with_path(stored)
+  index = {jax.tree_util.keystr(path): i for i, (path, _) in enumerate(flat_stored)}
+  flat_target, treedef = jax.tree_util.tree_flatten_with_path(target)
+  picks = []
+  for path, _ in flat_target:
+    keys, row = list(path), None
+    for j in range(len(keys) - 1):
+      if getattr(keys[j], "key", None) == "blocks" and isinstance(getattr(keys[j + 1], "key", None), int):
+        row = keys.pop(j + 1).key
+        break
+    picks.append((index[jax.tree_util.keystr(tuple(keys))], row))
+  if all(row is None for _, row in picks):
+    return stored
+  take = jax.jit(lambda xs: [xs[i] if row is None else xs[i][row] for i, row in picks],
+                 out_shardings=[t.sharding for _, t in flat_target])
+  return jax.tree.unflatten(treedef, take([leaf for _, leaf in flat_stored]))
+
+
+def stored_form(state: Any) -> Any:
+  """The state as checkpoints hold it: an unrolled model's layers stacked into [depth, ...] arrays.
+
+  So a checkpoint has one layout whether the layers run unrolled or scanned (and checkpoints written
+  before unrolled models kept their layers apart still load). Stacking copies the parameters and the
+  optimizer state once per save; unrolling is meant for CPU and shallow models, where that is small.
+  """
+  return _map_layer_lists(state, _stack_layers)
 
 
 def _leaf_sum(x: jax.Array) -> jax.Array:
@@ -251,8 +316,9 @@ class Checkpointer:
     self._identity = identity
     self._say = say
     self._branch_check = branch_check
-    self._target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                abstract_state, state_shardings)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings)
+    self._layout = target  # the state's own layout; self._target is the stored one
+    self._target = stored_form(target)
     self._fingerprint = make_fingerprint(mesh)
     leftovers = ocp.step.tmp_checkpoints(self.directory) if self.directory.exists() else []
     if leftovers:
@@ -276,17 +342,18 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data: grain.DatasetIterator, progress: Progress) -> None:
     """Starts saving a checkpoint of `state` after `step` steps; returns once the arrays are off the device."""
+    stored = stored_form(state)
     meta = {
         "format": FORMAT,
         "step": step,
         "identity": self._identity,
         "processes": jax.process_count(),
-        "fingerprint": self._fingerprint(state),
+        "fingerprint": self._fingerprint(stored),
         "progress": progress.to_json(),
         "saved_at": time.time(),
     }
     args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
+        state=ocp.args.StandardSave(stored),
         data=grain.checkpoint.CheckpointSave(data),
         meta=ocp.args.JsonSave(meta),
     )
@@ -329,7 +396,7 @@ class Checkpointer:
       return None, _one_line(e)
     if self._fingerprint(loaded.state) != meta["fingerprint"]:
       return None, "its arrays do not match the fingerprint saved with them"
-    return Restored(step, loaded.state, Progress.from_json(meta["progress"])), ""
+    return Restored(step, from_stored_form(loaded.state, self._layout), Progress.from_json(meta["progress"])), ""
 
   def restore_branch(self, parent_dir: storage.AnyPath, step: int | None, data: grain.DatasetIterator) -> Restored:
     """Loads another run's checkpoint (newest, or at `step`) to start a branch from: state, data position, window.
@@ -360,7 +427,7 @@ class Checkpointer:
     if self._fingerprint(loaded.state) != meta["fingerprint"]:
       raise UserError(f"--branch_from: {directory / str(step)} is corrupt (its arrays do not match their fingerprint)")
     progress = Progress.from_json(meta["progress"])
-    return Restored(step, loaded.state, Progress(progress.window, progress.window_elapsed_s))
+    return Restored(step, from_stored_form(loaded.state, self._layout), Progress(progress.window, progress.window_elapsed_s))
 
   def restore_latest(self, data: grain.DatasetIterator) -> Restored | None:
     """Restores the newest usable checkpoint (and the data iterator); None when there is none at all.

@@ -146,18 +146,24 @@ def rms_norm(x_BLD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:
 
 
 def rotary_angles(positions_BL: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-  """sin and cos [B, L, 1, head_dim/2] of the rotary angles, computed once and shared by every layer."""
+  """(-sin | sin) and (cos | cos) [B, L, 1, head_dim] of the rotary angles, computed once and shared by every layer."""
   half = head_dim // 2
   freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle_BLE = positions_BL[..., None].astype(jnp.float32) * freq
-  return jnp.sin(angle_BLE)[:, :, None, :], jnp.cos(angle_BLE)[:, :, None, :]
+  sin, cos = jnp.sin(angle_BLE)[:, :, None, :], jnp.cos(angle_BLE)[:, :, None, :]
+  return jnp.concatenate([-sin, sin], axis=-1), jnp.concatenate([cos, cos], axis=-1)
 
 
 def rotary(x_BLHE: jax.Array, sin_cos: tuple[jax.Array, jax.Array]) -> jax.Array:
-  """Rotary position embedding (rotate-half form) with precomputed angles."""
+  """Rotary position embedding (rotate-half form): x * (cos|cos) + (x2|x1) * (-sin|sin).
+
+  The same values as [x1 cos - x2 sin, x2 cos + x1 sin], but the halves are swapped by a reshape and a
+  reverse instead of split and concatenate, which XLA CPU runs as one fused pass (~3% of a 20M step).
+  """
   sin, cos = sin_cos
-  x1, x2 = jnp.split(x_BLHE.astype(jnp.float32), 2, axis=-1)
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BLHE.dtype)
+  x = x_BLHE.astype(jnp.float32)
+  swapped = jnp.flip(x.reshape(*x.shape[:-1], 2, x.shape[-1] // 2), axis=-2).reshape(x.shape)
+  return (x * cos + swapped * sin).astype(x_BLHE.dtype)
 
 
 def project(x_BLI: jax.Array, w: jax.Array, preferred_element_type=None) -> jax.Array:
@@ -252,6 +258,22 @@ class Block(nnx.Module):
     return constrain(x_BLD, ("act_batch", "act_seq", "act_embed"))
 
 
+def unstack_layers(stacked: Block, depth: int) -> nnx.List:
+  """The `depth` layers of a stacked (vmapped) Block as separate Blocks, with the same values.
+
+  Unrolled models keep their layers this way: a layer's weights are then their own buffers, whereas
+  slicing a stacked [depth, ...] parameter copies every weight in the forward pass and concatenates every
+  gradient in the backward pass (~7% of a 20M-parameter step on CPU).
+  """
+  graphdef, state = nnx.split(stacked)
+
+  def layer(i: int) -> Block:
+    take = lambda v: v.replace(v.get_value()[i], out_sharding=v.out_sharding[1:] if v.out_sharding else None)
+    return nnx.merge(graphdef, jax.tree.map(take, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+  return nnx.List([layer(i) for i in range(depth)])
+
+
 class Transformer(nnx.Module):
   """Token embedding, `depth` scanned blocks, final norm and output layer (tied or separate)."""
 
@@ -267,7 +289,7 @@ class Transformer(nnx.Module):
     def make_blocks(rngs):
       return Block(cfg, rngs)
 
-    self.blocks = make_blocks(rngs)
+    self.blocks = unstack_layers(make_blocks(rngs), cfg.depth) if cfg.unroll_layers else make_blocks(rngs)
     self.final_norm = _param(rngs, (D,), ("norm",), None)
     if not cfg.tie_embeddings:
       self.unembed = _param(rngs, (D, V), ("embed", "vocab"), init_std(cfg, "unembed"))
@@ -285,11 +307,17 @@ class Transformer(nnx.Module):
     if cfg.remat != "none":
       apply = nnx.remat(apply, policy=policy)
 
-    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, unroll=cfg.unroll_layers or 1)
-    def run_layers(x, blk):
-      return apply(blk, x)
+    if cfg.unroll_layers:
+      for blk in self.blocks:
+        x_BLD = apply(blk, x_BLD)
+    else:
 
-    return rms_norm(run_layers(x_BLD, self.blocks), self.final_norm[...], cfg.norm_eps)
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+      def run_layers(x, blk):
+        return apply(blk, x)
+
+      x_BLD = run_layers(x_BLD, self.blocks)
+    return rms_norm(x_BLD, self.final_norm[...], cfg.norm_eps)
 
   def embedding(self, inputs_BL) -> jax.Array:
     """The input embedding [B, L, D] in the compute dtype (scaled by sqrt(D) when tied)."""
@@ -376,9 +404,8 @@ def activation_rms(model: Transformer, inputs_BL) -> dict[str, jax.Array]:
   rms = lambda a: jnp.sqrt(jnp.mean(jnp.square(a.astype(jnp.float32))))
   x_BLD = model.embedding(inputs_BL)
   out = {"embedding": rms(x_BLD)}
-  graphdef, stacked = nnx.split(model.blocks)
-  for i in range(cfg.depth):
-    blk = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], stacked))
+  layers = model.blocks if cfg.unroll_layers else unstack_layers(model.blocks, cfg.depth)
+  for i, blk in enumerate(layers):
     attn_BLD = blk.attention(rms_norm(x_BLD, blk.attn_norm[...], cfg.norm_eps), sin_cos, None)
     x_BLD = x_BLD + attn_BLD
     mlp_BLD = blk.feed_forward(rms_norm(x_BLD, blk.mlp_norm[...], cfg.norm_eps))

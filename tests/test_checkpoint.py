@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ckpt_testlib import tensorboard_steps
-from scaling import checkpoint, config, runs, sharding
+from conftest import random_batch
+from scaling import checkpoint, config, runs, sharding, train
 from scaling.errors import UserError
 from scaling.metrics import MetricsWriter
+from scaling.model import ModelConfig
+from scaling.optim import OptimizerConfig
 
 IDENTITY = {"model": {"width": 32}, "seed": 0}
 
@@ -188,3 +192,47 @@ def test_metrics_and_tensorboard_are_cut_back_to_the_resume_step(tmp_path):
   assert [r["step"] for r in runs.read_metrics(tmp_path)] == [4, 8]
   assert sorted(tensorboard_steps(tmp_path)) == [4, 8]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "tb"]
+
+
+def test_unrolled_and_scanned_layers_share_one_checkpoint_layout(tmp_path):
+  """An unrolled model keeps its layers apart, a scanned one stacks them; checkpoints hold the stacked form.
+
+  So an unrolled run's checkpoint restores into the scanned layout and back (on another mesh too), and
+  checkpoints written when unrolled models stacked their layers still load. The restored state runs a step.
+  """
+  cfg = ModelConfig(vocab_size=32, width=32, depth=3, heads=2, kv_heads=2, head_dim=16, mlp_width=64)
+  tcfg = train.TrainConfig(tokens=10**4, global_batch=8, seq_len=16)
+  ckpt_cfg = checkpoint.CheckpointConfig(every_minutes=0, async_save=False)
+
+  def setup(unroll: bool, mesh_shape: tuple[int, int, int]):
+    mesh = sharding.make_mesh(mesh_shape, jax.devices()[: int(np.prod(mesh_shape))])
+    program = train.build_program(dataclasses.replace(cfg, unroll_layers=unroll), OptimizerConfig(), tcfg, mesh)
+    return program, mesh
+
+  def checkpointer(directory: Path, program, mesh) -> checkpoint.Checkpointer:
+    return checkpoint.Checkpointer(directory, ckpt_cfg, program.abstract_state, program.state_shardings, mesh, IDENTITY)
+
+  unrolled, mesh_u = setup(True, (1, 1, 1))
+  scanned, mesh_s = setup(False, (1, 2, 2))
+  state_u, state_s = train.init_state(unrolled, 0), train.init_state(scanned, 0)
+  assert "wq" in state_s.params["blocks"] and 0 in state_u.params["blocks"]
+  for i in range(cfg.depth):
+    np.testing.assert_array_equal(state_u.params["blocks"][i]["wq"][...], state_s.params["blocks"]["wq"][...][i])
+
+  data = lambda: iter(grain.MapDataset.range(10).to_iter_dataset())
+  for source, target, state, directory in ((unrolled, scanned, state_u, "from_unrolled"),
+                                           (scanned, unrolled, state_s, "from_scanned")):
+    mesh_from, mesh_to = (mesh_u, mesh_s) if source is unrolled else (mesh_s, mesh_u)
+    saver = checkpointer(tmp_path / directory, source, mesh_from)
+    saver.save(2, state, data(), checkpoint.Progress())
+    saver.close()
+    loader = checkpointer(tmp_path / directory, target, mesh_to)
+    restored = loader.restore_latest(data())
+    loader.close()
+    assert restored.step == 2
+    assert jax.tree.structure(restored.state) == jax.tree.structure(target.abstract_state)
+    want = state_s if target is scanned else state_u
+    jax.tree.map(np.testing.assert_array_equal, restored.state, want)
+    batch = sharding.global_batch(random_batch(np.random.default_rng(0), 8, 16, cfg.vocab_size), mesh_to)
+    _, metrics = train.compile_train_step(target, tcfg)(restored.state, batch)
+    assert np.isfinite(float(metrics["train_loss"]))
