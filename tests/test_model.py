@@ -49,7 +49,8 @@ def test_remat_unroll_and_attention_blocks_do_not_change_the_function(rng):
   pos = jnp.asarray(np.array([list(range(5)) + list(range(11)), list(range(12)) + list(range(4))]))
   ref = _logits(BASE, inputs)
   ref_seg = _logits(BASE, inputs, positions_BL=pos, segment_ids_BL=seg)
-  variants = [dict(remat="full"), dict(unroll_layers=True), dict(attention_blocks=2), dict(attention_blocks=4)]
+  variants = [dict(remat="full"), dict(unroll_layers=True), dict(unroll_layers=True, remat="dots"), dict(attention_blocks=2),
+              dict(attention_blocks=4)]
   for kw in variants:
     cfg = dataclasses.replace(BASE, **kw)
     np.testing.assert_allclose(_logits(cfg, inputs), ref, rtol=1e-5, atol=1e-5, err_msg=str(kw))
