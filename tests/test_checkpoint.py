@@ -212,8 +212,8 @@ def test_unrolled_and_scanned_layers_share_one_checkpoint_layout(tmp_path):
   def checkpointer(directory: Path, program, mesh) -> checkpoint.Checkpointer:
     return checkpoint.Checkpointer(directory, ckpt_cfg, program.abstract_state, program.state_shardings, mesh, IDENTITY)
 
-  unrolled, mesh_u = setup(True, (1, 1, 1))
-  scanned, mesh_s = setup(False, (1, 2, 2))
+  unrolled, mesh_u = setup(True, (1, 2, 2))
+  scanned, mesh_s = setup(False, (2, 2, 1))
   state_u, state_s = train.init_state(unrolled, 0), train.init_state(scanned, 0)
   assert "wq" in state_s.params["blocks"] and 0 in state_u.params["blocks"]
   for i in range(cfg.depth):
