@@ -2,6 +2,7 @@
 
 A checkpoint `DIR/checkpoints/<step>/` holds three items, written and committed as one:
   state  the TrainState (step, parameters, optimizer state) as sharded arrays; restores onto any mesh;
+         an unrolled model's layers are stacked as a scanned model's are (`stored_form`);
   data   each process's grain iterator state (one JSON file per process);
   meta   JSON: the run's identity, a fingerprint of the state, and the loop's `Progress` (the metrics
          window since the last metrics.jsonl record, batches skipped after rollbacks, rollbacks used).
