@@ -317,9 +317,9 @@ class Checkpointer:
     self._identity = identity
     self._say = say
     self._branch_check = branch_check
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings)
-    self._layout = target  # the state's own layout; self._target is the stored one
-    self._target = stored_form(target)
+    self._target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                abstract_state, state_shardings)
+    self._stored_target = stored_form(self._target)  # what Orbax reads; `from_stored_form` turns it into _target
     self._fingerprint = make_fingerprint(mesh)
     leftovers = ocp.step.tmp_checkpoints(self.directory) if self.directory.exists() else []
     if leftovers:
@@ -390,14 +390,14 @@ class Checkpointer:
     self._check_compatible(step, meta)
     try:
       loaded = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(self._target), data=grain.checkpoint.CheckpointRestore(data)))
+          state=ocp.args.StandardRestore(self._stored_target), data=grain.checkpoint.CheckpointRestore(data)))
     except Exception as e:  # noqa: BLE001
       _quiet_abandoned_reads()
       gc.collect()  # the dropped read coroutines, now rather than at some later moment
       return None, _one_line(e)
     if self._fingerprint(loaded.state) != meta["fingerprint"]:
       return None, "its arrays do not match the fingerprint saved with them"
-    return Restored(step, from_stored_form(loaded.state, self._layout), Progress.from_json(meta["progress"])), ""
+    return Restored(step, from_stored_form(loaded.state, self._target), Progress.from_json(meta["progress"])), ""
 
   def restore_branch(self, parent_dir: storage.AnyPath, step: int | None, data: grain.DatasetIterator) -> Restored:
     """Loads another run's checkpoint (newest, or at `step`) to start a branch from: state, data position, window.
@@ -422,13 +422,13 @@ class Checkpointer:
       if difference:
         raise UserError(f"--branch_from: {directory / str(step)} was saved by another model or data order ({difference})")
       loaded = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(self._target), data=grain.checkpoint.CheckpointRestore(data)))
+          state=ocp.args.StandardRestore(self._stored_target), data=grain.checkpoint.CheckpointRestore(data)))
     finally:
       manager.close()
     if self._fingerprint(loaded.state) != meta["fingerprint"]:
       raise UserError(f"--branch_from: {directory / str(step)} is corrupt (its arrays do not match their fingerprint)")
     progress = Progress.from_json(meta["progress"])
-    return Restored(step, from_stored_form(loaded.state, self._layout), Progress(progress.window, progress.window_elapsed_s))
+    return Restored(step, from_stored_form(loaded.state, self._target), Progress(progress.window, progress.window_elapsed_s))
 
   def restore_latest(self, data: grain.DatasetIterator) -> Restored | None:
     """Restores the newest usable checkpoint (and the data iterator); None when there is none at all.
