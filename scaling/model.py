@@ -31,7 +31,6 @@ REMAT_POLICIES = {
 MLP_KINDS = ("swiglu", "gelu")
 PARAMETERIZATIONS = ("standard", "mup")
 HIDDEN_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")  # both dimensions grow with width
-MUP_ZERO_INIT = ("unembed", "wq")  # mup starts these at zero (Yang et al. 2022, Tensor Programs V, App. D.2)
 LOSS_CHUNK_ELEMENTS = 2**24  # automatic loss chunks: at most this many float32 logits (64 MiB) at once
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -102,19 +101,15 @@ class ModelConfig:
 
 
 def init_std(cfg: ModelConfig, name: str) -> float | None:
-  """Initial std of a parameter by name (None: ones). mup scales hidden matrices by 1/sqrt(m), so they
-  start as under standard at base width, and starts the output layer and the queries at zero: the
-  network is then the same function (constant logits, uniform attention) at every width, instead of a
-  random one whose logits shrink like 1/sqrt(m), which makes a small proxy train unlike a wide model."""
+  """Initial std of a parameter by name (None: ones). mup scales hidden matrices by 1/sqrt(m), so it
+  equals the standard init at base width, and keeps the output layer at its base-width std."""
   D, m = cfg.width, cfg.width_multiplier
   if name.endswith("norm"):
     return None
-  if cfg.parameterization == "mup" and name in MUP_ZERO_INIT:
-    return 0.0
   if name == "embed":
     return 1.0 / math.sqrt(D) if cfg.tie_embeddings else 1.0
   if name == "unembed":
-    return 1.0 / math.sqrt(D)
+    return 1.0 / math.sqrt(D / m)
   std = cfg.init_std / math.sqrt(m)
   return std / math.sqrt(2 * cfg.depth) if name in ("wo", "w_down") else std
 
