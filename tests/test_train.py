@@ -98,29 +98,43 @@ def test_bad_train_knobs_are_named(kwargs, message):
     train.TrainConfig(**kwargs)
 
 
-def _activations_after_training(width: int, parameterization: str, steps: int = 10) -> dict[str, float]:
-  """Per-layer activation RMS after `steps` Adam steps on a copy-the-previous-token stream (a coordinate check)."""
+def _coordinates_after_training(width: int, parameterization: str, steps: int = 10) -> dict[str, float]:
+  """A coordinate check at one width: after `steps` Adam steps (LR 1e-3) on a copy-the-previous-token stream,
+  the RMS of the embedding output and of every block's attention and MLP outputs, and the RMS of the logits'
+  change from init (mup's logits at init shrink like 1/sqrt(m) by design; their update must not)."""
   cfg = ModelConfig(vocab_size=64, width=width, depth=2, heads=width // 16, kv_heads=width // 16, head_dim=16,
                     mlp_width=4 * width, mlp="gelu", parameterization=parameterization, base_width=64)
   opt = OptimizerConfig(schedule="constant", warmup_fraction=0.0, weight_decay=0.0, clip_norm=0.0)
-  tcfg = train.TrainConfig(tokens=steps * 2 * 16, global_batch=2, seq_len=16, learning_rate=1e-2)
+  tcfg = train.TrainConfig(tokens=steps * 2 * 16, global_batch=2, seq_len=16, learning_rate=1e-3)
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   program = train.build_program(cfg, opt, tcfg, mesh)
   state, step = train.init_state(program, 0), train.compile_train_step(program, tcfg)
+  initial_params = jax.tree.map(np.array, state.params)  # the train step donates its input
   rng = np.random.default_rng(0)
   for _ in range(steps):
     b = random_batch(rng, 2, 16, cfg.vocab_size)
     b["targets"] = np.roll(b["inputs"], 1, axis=1)
     state, _ = step(state, sharding.global_batch(b, mesh))
-  return {k: float(v) for k, v in activation_rms(nnx.merge(program.graphdef, state.params), jnp.asarray(b["inputs"])).items()}
+  inputs = jnp.asarray(b["inputs"])
+  trained, initial = nnx.merge(program.graphdef, state.params), nnx.merge(program.graphdef, initial_params)
+  out = {k: float(v) for k, v in activation_rms(trained, inputs).items() if k != "logits"}
+  out["logits_update"] = float(jnp.sqrt(jnp.mean(jnp.square(trained(inputs) - initial(inputs)))))
+  return out
+
+
+def _spread(runs: dict[int, dict[str, float]], smallest: int) -> dict[str, float]:
+  """max / min over the widths from `smallest` on, per coordinate."""
+  kept = [r for w, r in runs.items() if w >= smallest]
+  return {k: max(r[k] for r in kept) / min(r[k] for r in kept) for k in kept[0]}
 
 
 def test_mup_coordinate_check_activations_stay_put_across_width_while_standard_grows():
-  for parameterization, widths in (("mup", (128, 256, 512)), ("standard", (128, 512))):
-    runs = [_activations_after_training(w, parameterization) for w in widths]
-    spread = {k: max(r[k] for r in runs) / min(r[k] for r in runs) for k in runs[0]}
-    if parameterization == "mup":
-      assert all(s < 1.5 for s in spread.values()), spread
-    else:
-      assert all(spread[k] > 3 for k in spread if k.startswith("block")), spread
-      assert all(runs[-1][k] > runs[0][k] for k in spread if k.startswith("block")), spread
+  """mup (base 64): every coordinate within 1.5x over widths 128-512, the blocks' outputs also from width 64
+  (width 64's logit update is 1.64x width 512's: a finite-width effect, docs/model.md). standard grows."""
+  mup = {w: _coordinates_after_training(w, "mup") for w in (64, 128, 256, 512)}
+  assert all(s < 1.5 for s in _spread(mup, 128).values()), _spread(mup, 128)
+  from_64 = _spread(mup, 64)
+  assert all(from_64[k] < 1.5 for k in from_64 if k.startswith(("block", "embedding"))), from_64
+  standard = {w: _coordinates_after_training(w, "standard") for w in (128, 512)}
+  spread = _spread(standard, 128)
+  assert all(spread[k] > 3 and standard[512][k] > standard[128][k] for k in spread if k.startswith("block")), spread
