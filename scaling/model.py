@@ -4,8 +4,9 @@ Parameters are float32 and carry logical axis names (see `sharding.LOGICAL_RULES
 stacked along a leading `layers` axis and applied with `nnx.scan`, so compile time does not grow with
 depth. Two parameterisations: `standard` and `mup` (maximal update, Yang et al. 2022, Tensor Programs V,
 relative to `base_width`: per-layer init scales, Adam learning-rate multipliers, an output multiplier
-and 1/head_dim attention; see docs/model.md). The loss is computed from the final hidden states in
-sequence chunks, so the float32 logits [B, L, V] of a large vocabulary never exist at once.
+and attention scaled by 1/head_dim in head size, standard at the base head size; see docs/model.md).
+The loss is computed from the final hidden states in sequence chunks, so the float32 logits [B, L, V] of
+a large vocabulary never exist at once.
 Shape suffixes: B batch, L sequence, C chunk, D width, H heads, K kv heads, E head dim, F MLP width,
 V vocabulary, N layers.
 """
@@ -58,6 +59,7 @@ class ModelConfig:
   attention_blocks: int = 1  # >1: causal attention in query blocks that skip keys above the diagonal
   parameterization: str = "standard"  # 'standard' or 'mup' (relative to base_width)
   base_width: int | None = None  # mup: the width at which mup equals the standard init and learning rates
+  base_head_dim: int | None = None  # mup: the head size at base width (None: head_dim, a head size fixed across widths)
   loss_chunks: int | None = None  # sequence chunks of the loss; None: automatic (LOSS_CHUNK_ELEMENTS)
 
   def __post_init__(self):
@@ -83,6 +85,10 @@ class ModelConfig:
       raise ValueError(f"model.parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
     if self.base_width is not None and (not isinstance(self.base_width, int) or isinstance(self.base_width, bool) or self.base_width <= 0):
       raise ValueError(f"model.base_width must be a positive integer or None, got {self.base_width!r}")
+    if self.base_head_dim is not None and (
+        not isinstance(self.base_head_dim, int) or isinstance(self.base_head_dim, bool) or self.base_head_dim <= 0
+    ):
+      raise ValueError(f"model.base_head_dim must be a positive integer or None, got {self.base_head_dim!r}")
     if self.parameterization == "mup" and self.base_width is None:
       raise ValueError("model.parameterization='mup' needs model.base_width (the width its learning rate was tuned at)")
     if self.parameterization == "mup" and self.tie_embeddings:
@@ -125,8 +131,11 @@ def output_multiplier(cfg: ModelConfig) -> float:
 
 
 def attention_scale(cfg: ModelConfig) -> float | None:
-  """Query-key scale: 1/head_dim under mup, None (jax's 1/sqrt(head_dim)) under standard."""
-  return 1.0 / cfg.head_dim if cfg.parameterization == "mup" else None
+  """Query-key scale: sqrt(base_head_dim)/head_dim under mup (1/head_dim in head size, and the standard
+  1/sqrt(head_dim) at the base head size), None (jax's 1/sqrt(head_dim)) under standard."""
+  if cfg.parameterization != "mup":
+    return None
+  return math.sqrt(cfg.base_head_dim or cfg.head_dim) / cfg.head_dim
 
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], std: float | None) -> nnx.Param:

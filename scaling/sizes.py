@@ -154,6 +154,7 @@ def model_config(
     attention_blocks: int = 1,
     parameterization: str = "standard",
     base_width: int | None = None,
+    base_head_dim: int | None = None,
     loss_chunks: int | None = None,
     min_aspect: float = 32.0,
     max_aspect: float = 128.0,
@@ -164,7 +165,8 @@ def model_config(
 
   `model.size = 's'` reads the table; `model.params = 3e5` applies `shape_for_params`; explicit
   width/depth/heads/kv_heads/mlp_width override a size (but not `params`, which picks them all).
-  `parameterization = 'mup'` with `base_width` makes the learning rate transfer across widths;
+  `parameterization = 'mup'` with `base_width` (and `base_head_dim` where the head size grows with width)
+  makes the learning rate transfer across widths;
   `loss_chunks` splits the loss over the sequence (None: automatic). `min_aspect`/`max_aspect` bound
   width/depth for `params` (tiny CPU models need a lower bound than Kaplan's 32), `min_depth`/`max_depth`
   its depth (equal: a family that scales width alone). `vocab_size` comes from the
@@ -216,6 +218,7 @@ def model_config(
       attention_blocks=attention_blocks,
       parameterization=parameterization,
       base_width=base_width,
+      base_head_dim=base_head_dim,
       loss_chunks=loss_chunks,
       **shape,
   )

@@ -189,7 +189,10 @@ def test_mup_multipliers():
   for name in ("embed", "unembed", "attn_norm", "mlp_norm", "final_norm"):
     assert model_lib.lr_multiplier(wide, name) == 1.0
   assert model_lib.output_multiplier(wide) == 0.25 and model_lib.output_multiplier(BASE) == 1.0
-  assert model_lib.attention_scale(wide) == 1 / wide.head_dim and model_lib.attention_scale(BASE) is None
+  assert model_lib.attention_scale(BASE) is None
+  assert model_lib.attention_scale(wide) == pytest.approx(1 / np.sqrt(wide.head_dim))  # head size fixed across widths
+  grown_heads = dataclasses.replace(wide, base_head_dim=2)  # head size 4x the base one's: 1/head_dim scaling
+  assert model_lib.attention_scale(grown_heads) == pytest.approx(np.sqrt(2) / 8)
 
 
 def test_mup_output_multiplier_and_attention_scale_reach_the_logits(rng):
@@ -204,7 +207,9 @@ def test_mup_output_multiplier_and_attention_scale_reach_the_logits(rng):
   )
   standard_scale = dataclasses.replace(BASE, init_std=0.5)
   mup_scale = dataclasses.replace(MUP, init_std=0.5)
-  assert not np.allclose(_logits(standard_scale, inputs), _logits(mup_scale, inputs), atol=1e-3)  # 1/E vs 1/sqrt(E)
+  np.testing.assert_array_equal(_logits(standard_scale, inputs), _logits(mup_scale, inputs))  # the same function at base
+  grown_heads = dataclasses.replace(mup_scale, base_head_dim=2)  # sqrt(2)/8, not 1/sqrt(8)
+  assert not np.allclose(_logits(standard_scale, inputs), _logits(grown_heads, inputs), atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -213,6 +218,7 @@ def test_mup_output_multiplier_and_attention_scale_reach_the_logits(rng):
      (dict(parameterization="mup"), "needs model.base_width"),
      (dict(parameterization="mup", base_width=16, tie_embeddings=True), "untied embeddings"),
      (dict(base_width=0), "model.base_width must be a positive integer"),
+     (dict(base_head_dim=-8), "model.base_head_dim must be a positive integer"),
      (dict(loss_chunks=0), "model.loss_chunks must be a positive integer")],
 )
 def test_bad_parameterization_knobs_are_named(kwargs, message):
