@@ -203,6 +203,8 @@ def model_config(
     head_dim = shape["width"] // shape["heads"]
   if "mlp_width" not in shape:
     shape["mlp_width"] = mlp_width_for(shape["width"], mlp_ratio)
+  if parameterization == "mup" and base_head_dim is None:
+    base_head_dim = head_dim  # resolved, so run.json records it and a run of the older 1/head_dim rule cannot resume
   return ModelConfig(
       vocab_size=vocab_size,
       kv_heads=shape["heads"] if kv_heads is None else kv_heads,

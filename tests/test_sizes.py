@@ -57,6 +57,9 @@ def test_parameterization_knobs_reach_the_model_config():
   cfg = sizes.model_config(vocab_size=258, size="mini", parameterization="mup", base_width=128, loss_chunks=4)
   assert (cfg.parameterization, cfg.base_width, cfg.loss_chunks, cfg.width_multiplier) == ("mup", 128, 4, 2.0)
   assert sizes.model_config(vocab_size=258, size="mini").parameterization == "standard"
+  assert cfg.base_head_dim == 64  # mini's head size, resolved so that run.json records it
+  assert sizes.model_config(vocab_size=258, size="mini", parameterization="mup", base_width=128, base_head_dim=32).base_head_dim == 32
+  assert sizes.model_config(vocab_size=258, size="mini").base_head_dim is None
 
 
 def test_canonical_shapes_map_back_to_themselves():

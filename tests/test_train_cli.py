@@ -1,6 +1,5 @@
 """End-to-end tests of `scaling train`: bad gin input exits 2 with one line; a real run fills its run directory."""
 
-import json
 import math
 
 import pytest
