@@ -83,12 +83,10 @@ class ModelConfig:
       raise ValueError(f"model.z_loss must be >= 0, got {self.z_loss!r}")
     if self.parameterization not in PARAMETERIZATIONS:
       raise ValueError(f"model.parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
-    if self.base_width is not None and (not isinstance(self.base_width, int) or isinstance(self.base_width, bool) or self.base_width <= 0):
-      raise ValueError(f"model.base_width must be a positive integer or None, got {self.base_width!r}")
-    if self.base_head_dim is not None and (
-        not isinstance(self.base_head_dim, int) or isinstance(self.base_head_dim, bool) or self.base_head_dim <= 0
-    ):
-      raise ValueError(f"model.base_head_dim must be a positive integer or None, got {self.base_head_dim!r}")
+    for name in ("base_width", "base_head_dim"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise ValueError(f"model.{name} must be a positive integer or None, got {value!r}")
     if self.parameterization == "mup" and self.base_width is None:
       raise ValueError("model.parameterization='mup' needs model.base_width (the width its learning rate was tuned at)")
     if self.parameterization == "mup" and self.tie_embeddings:

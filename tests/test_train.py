@@ -132,7 +132,8 @@ def test_mup_coordinate_check_activations_stay_put_across_width_while_standard_g
   """mup (base 64): every coordinate within 1.5x over widths 128-512, the blocks' outputs also from width 64
   (width 64's logit update is 1.64x width 512's: a finite-width effect, docs/model.md). standard grows."""
   mup = {w: _coordinates_after_training(w, "mup") for w in (64, 128, 256, 512)}
-  assert all(s < 1.5 for s in _spread(mup, 128).values()), _spread(mup, 128)
+  from_128 = _spread(mup, 128)
+  assert all(s < 1.5 for s in from_128.values()), from_128
   from_64 = _spread(mup, 64)
   assert all(from_64[k] < 1.5 for k in from_64 if k.startswith(("block", "embedding"))), from_64
   standard = {w: _coordinates_after_training(w, "standard") for w in (128, 512)}
