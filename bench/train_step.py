@@ -113,7 +113,7 @@ def loss_memory(vocab: int = 32768, width: int = 512, depth: int = 2, batch: int
                             head_dim=64, mlp_width=4 * width, loss_chunks=chunks)
     tcfg = train.TrainConfig(tokens=10**9, global_batch=batch, seq_len=seq_len)
     mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
-    compiled = train.compile_train_step(train.build_program(cfg, optim.OptimizerConfig(), tcfg, mesh), tcfg)
+    compiled = train.lower_train_step(train.build_program(cfg, optim.OptimizerConfig(), tcfg, mesh), tcfg).compile()
     out[name] = int(compiled.memory_analysis().temp_size_in_bytes)
   return out
 

@@ -11,11 +11,13 @@ last step (steps - 1). `warmup_steps` fixes the warmup in steps, so runs of diff
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -77,29 +79,56 @@ def optimizer_config(
   )
 
 
-def learning_rate_schedule(cfg: OptimizerConfig, peak_lr: float, steps: int) -> optax.Schedule:
-  """The learning rate at each step (0-based) for a run of `steps` optimizer steps."""
+def schedule_args(cfg: OptimizerConfig, peak_lr: float, steps: int) -> dict[str, np.ndarray]:
+  """The numbers of a run's schedule (peak and final LR, warmup, decay start and length), as arrays.
+
+  The train step takes them as an argument rather than baking them in, so that runs differing only in
+  their token budget or peak LR (a sweep's neighbours) compile to the same program and share JAX's
+  persistent compilation cache.
+  """
   warmup = cfg.warmup_for(steps)
-  final = peak_lr * cfg.final_lr_fraction
   last = steps - 1
   # The decay runs from the last warmup step (at peak) to the last step (at final).
   decay_start = max(warmup - 1, 0)
   if cfg.schedule == "wsd":
     decay_start = max(last - max(int(round(cfg.cooldown_fraction * steps)), 1), decay_start)
+  one = np.float32(1)
+  return {
+      "peak": np.float32(peak_lr),
+      "final": np.float32(peak_lr * cfg.final_lr_fraction),
+      "span": np.float32(peak_lr - peak_lr * cfg.final_lr_fraction),  # peak - final, rounded once
+      "warmup": np.int32(warmup),
+      "decay_start": np.int32(decay_start),
+      # Products and reciprocals rounded in float32 as XLA folded them when these were constants.
+      "warmup_slope": np.float32(peak_lr) * (one / np.float32(max(warmup, 1))),
+      "inv_decay_steps": one / np.float32(max(last - decay_start, 1)),
+  }
+
+
+def schedule_from_args(kind: str, args: Mapping[str, Any]) -> optax.Schedule:
+  """The learning rate at each step (0-based) of a `kind` schedule with `schedule_args` (arrays or tracers)."""
+  peak, final, span = args["peak"], args["final"], args["span"]
+  warmup = jnp.asarray(args["warmup"], jnp.float32)
+  decay_start = jnp.asarray(args["decay_start"], jnp.float32)
 
   def schedule(step):
     s = jnp.asarray(step, jnp.float32)
-    warm = peak_lr * (s + 1) / max(warmup, 1)
-    t = jnp.clip((s - decay_start) / max(last - decay_start, 1), 0.0, 1.0)
-    if cfg.schedule == "cosine":
-      rest = final + (peak_lr - final) * 0.5 * (1 + jnp.cos(jnp.pi * t))
-    elif cfg.schedule == "wsd":
-      rest = peak_lr + (final - peak_lr) * t
+    warm = (s + 1) * args["warmup_slope"]
+    t = jnp.clip((s - decay_start) * args["inv_decay_steps"], 0.0, 1.0)
+    if kind == "cosine":
+      rest = final + span * 0.5 * (1 + jnp.cos(jnp.pi * t))
+    elif kind == "wsd":
+      rest = peak - span * t
     else:
-      rest = jnp.full_like(s, peak_lr)
+      rest = jnp.full_like(s, peak)
     return jnp.where(s < warmup, warm, rest)
 
   return schedule
+
+
+def learning_rate_schedule(cfg: OptimizerConfig, peak_lr: float, steps: int) -> optax.Schedule:
+  """The learning rate at each step (0-based) for a run of `steps` optimizer steps."""
+  return schedule_from_args(cfg.schedule, schedule_args(cfg, peak_lr, steps))
 
 
 def decay_mask(params):

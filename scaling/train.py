@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scaling import flops, sharding
 from scaling.data.pipeline import plan_steps
 from scaling.model import ModelConfig, Transformer, lr_multiplier
-from scaling.optim import OptimizerConfig, leaf_name, learning_rate_schedule, make_optimizer
+from scaling.optim import OptimizerConfig, leaf_name, make_optimizer, schedule_args, schedule_from_args
 
 BATCH_KEYS = {
     "inputs": np.int32,
@@ -127,6 +127,11 @@ class Program:
   schedule: optax.Schedule
   state_shardings: TrainState
   abstract_state: TrainState
+  # The train step rebuilds the optimizer around a schedule of its `schedule_args` argument (the same
+  # state tree as `optimizer`), so the schedule's numbers are not constants of the compiled program.
+  optimizer_for: Callable[[optax.Schedule], optax.GradientTransformation]
+  schedule_kind: str
+  schedule_args: dict
 
 
 def _replicated(mesh: Mesh) -> NamedSharding:
@@ -146,8 +151,14 @@ def build_program(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: T
   abstract_model = nnx.eval_shape(lambda: Transformer(model_cfg, nnx.Rngs(0)))
   graphdef, abstract_params = nnx.split(abstract_model)
   param_shardings = sharding.state_shardings(abstract_params, mesh)
-  schedule = learning_rate_schedule(opt_cfg, train_cfg.learning_rate, train_cfg.steps)
-  optimizer = make_optimizer(opt_cfg, schedule, *_lr_multipliers(model_cfg, abstract_params))
+  args = schedule_args(opt_cfg, train_cfg.learning_rate, train_cfg.steps)
+  schedule = schedule_from_args(opt_cfg.schedule, args)
+  multipliers = _lr_multipliers(model_cfg, abstract_params)
+
+  def optimizer_for(schedule: optax.Schedule) -> optax.GradientTransformation:
+    return make_optimizer(opt_cfg, schedule, *multipliers)
+
+  optimizer = optimizer_for(schedule)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   opt_shardings = optax.tree_map_params(
       optimizer,
@@ -159,7 +170,8 @@ def build_program(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: T
   )
   state_shardings = TrainState(step=_replicated(mesh), params=param_shardings, opt_state=opt_shardings)
   abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)
-  return Program(model_cfg, mesh, graphdef, optimizer, schedule, state_shardings, abstract_state)
+  return Program(model_cfg, mesh, graphdef, optimizer, schedule, state_shardings, abstract_state, optimizer_for,
+                 opt_cfg.schedule, args)
 
 
 def run_once_options() -> dict:
@@ -199,11 +211,14 @@ def loss_fn(params, graphdef, model_cfg: ModelConfig, batch: dict, weight_total)
 
 
 def make_train_step(program: Program, grad_accum: int):
-  """The pure train step (state, batch) -> (state, metrics), accumulating gradients over microbatches."""
-  graphdef, model_cfg, optimizer, schedule = program.graphdef, program.model_cfg, program.optimizer, program.schedule
+  """The pure train step (state, batch, schedule_args) -> (state, metrics), accumulating gradients over
+  microbatches; `schedule_args` are the numbers of the LR schedule (`Program.schedule_args`)."""
+  graphdef, model_cfg = program.graphdef, program.model_cfg
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  def train_step(state: TrainState, batch: dict, schedule_args: dict) -> tuple[TrainState, dict]:
+    schedule = schedule_from_args(program.schedule_kind, schedule_args)
+    optimizer = program.optimizer_for(schedule)
     weight_total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
     if grad_accum == 1:
       (_, nll), grads = grad_fn(state.params, graphdef, model_cfg, batch, weight_total)
@@ -251,7 +266,7 @@ def abstract_batch(batch_size: int, seq_len: int, mesh: Mesh) -> dict[str, jax.S
 def _jit_train_step(program: Program, grad_accum: int):
   return jax.jit(
       make_train_step(program, grad_accum),
-      in_shardings=(program.state_shardings, batch_shardings(program.mesh)),
+      in_shardings=(program.state_shardings, batch_shardings(program.mesh), _replicated(program.mesh)),
       out_shardings=(program.state_shardings, _replicated(program.mesh)),
       donate_argnums=0,
   )
@@ -262,15 +277,29 @@ def lower_train_step(program: Program, train_cfg: TrainConfig):
   step = _jit_train_step(program, train_cfg.grad_accum)
   batch = abstract_batch(train_cfg.global_batch, train_cfg.seq_len, program.mesh)
   with jax.set_mesh(program.mesh):
-    return step.lower(program.abstract_state, batch)
+    return step.lower(program.abstract_state, batch, _abstract_args(program.schedule_args))
 
 
-def compile_train_step(program: Program, train_cfg: TrainConfig, lowered=None):
-  """The ahead-of-time compiled train step for this program's mesh (donates the state)."""
+def _abstract_args(args: dict) -> dict:
+  return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in args.items()}
+
+
+def compile_train_step(program: Program, train_cfg: TrainConfig, lowered=None) -> Callable:
+  """The ahead-of-time compiled train step for this program's mesh, as (state, batch) -> (state, metrics)
+  with this run's schedule bound (it donates the state). Runs that differ only in their schedule's numbers
+  (token budget, peak LR) compile the same program, so a sweep's neighbours hit the compilation cache."""
   if lowered is None:
     lowered = lower_train_step(program, train_cfg)
   with jax.set_mesh(program.mesh):
-    return lowered.compile()
+    compiled = lowered.compile()
+  replicated = _replicated(program.mesh)
+  args = {k: jax.make_array_from_callback(np.shape(v), replicated, lambda i, v=np.asarray(v): v[i])
+          for k, v in program.schedule_args.items()}
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    return compiled(state, batch, args)
+
+  return step
 
 
 def counts_xla_flops(program: Program, train_cfg: TrainConfig) -> bool:
@@ -293,7 +322,7 @@ def xla_flops_per_token(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_
   program = build_program(cfg, opt_cfg, train_cfg, mesh)
   batch = abstract_batch(train_cfg.global_batch, train_cfg.seq_len, mesh)
   with jax.set_mesh(mesh):
-    lowered = _jit_train_step(program, 1).lower(program.abstract_state, batch)
+    lowered = _jit_train_step(program, 1).lower(program.abstract_state, batch, _abstract_args(program.schedule_args))
   total = flops.xla_flops(lowered)
   return None if total is None else total / train_cfg.tokens_per_step
 

@@ -11,7 +11,7 @@ from flax import nnx
 from conftest import random_batch
 from scaling import sharding, train
 from scaling.model import ModelConfig, activation_rms
-from scaling.optim import OptimizerConfig
+from scaling.optim import OptimizerConfig, learning_rate_schedule
 
 CFG = ModelConfig(vocab_size=32, width=32, depth=2, heads=2, kv_heads=2, head_dim=16, mlp_width=64)
 
@@ -40,6 +40,31 @@ def test_same_config_and_seed_give_identical_losses():
   np.testing.assert_array_equal(a, b)
   c, _ = _run(dataclasses.replace(tcfg, seed=1), _batches(4))
   assert not np.array_equal(a, c)
+
+
+def test_budget_and_peak_lr_are_arguments_of_one_compiled_program():
+  """A sweep's neighbours (another token budget or peak LR) lower to the same train step, so the compilation
+  cache serves them; each still trains on its own schedule, the one `learning_rate_schedule` gives."""
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  base = train.TrainConfig(tokens=40 * 8 * 16, global_batch=8, seq_len=16, learning_rate=1e-3)
+  variants = [base, dataclasses.replace(base, tokens=10 * 8 * 16), dataclasses.replace(base, learning_rate=3e-3)]
+  opt = OptimizerConfig(warmup_fraction=0.2)
+  texts, lrs = set(), []
+  for tcfg in variants:
+    program = train.build_program(CFG, opt, tcfg, mesh)
+    lowered = train.lower_train_step(program, tcfg)
+    texts.add(lowered.as_text())
+    state, step = train.init_state(program, 0), train.compile_train_step(program, tcfg, lowered)
+    got = []
+    for b in _batches(3):
+      state, m = step(state, sharding.global_batch(b, mesh))
+      got.append(float(m["lr"]))
+    expected = [float(v) for v in learning_rate_schedule(opt, tcfg.learning_rate, tcfg.steps)(jnp.arange(3))]
+    np.testing.assert_allclose(got, expected, rtol=2e-7)
+    lrs.append(got)
+  assert len(texts) == 1
+  assert lrs[0] != lrs[1] and lrs[0] != lrs[2]  # warmup over 8 vs 2 steps; 3x the peak
+  assert lrs[2] == pytest.approx([3 * v for v in lrs[0]], rel=1e-6)
 
 
 def test_initialisation_equals_the_default_compilation_bit_for_bit():
