@@ -124,7 +124,6 @@ class Program:
   mesh: Mesh
   graphdef: Any
   optimizer: optax.GradientTransformation
-  schedule: optax.Schedule
   state_shardings: TrainState
   abstract_state: TrainState
   # The train step rebuilds the optimizer around a schedule of its `schedule_args` argument (the same
@@ -152,13 +151,12 @@ def build_program(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: T
   graphdef, abstract_params = nnx.split(abstract_model)
   param_shardings = sharding.state_shardings(abstract_params, mesh)
   args = schedule_args(opt_cfg, train_cfg.learning_rate, train_cfg.steps)
-  schedule = schedule_from_args(opt_cfg.schedule, args)
   multipliers = _lr_multipliers(model_cfg, abstract_params)
 
   def optimizer_for(schedule: optax.Schedule) -> optax.GradientTransformation:
     return make_optimizer(opt_cfg, schedule, *multipliers)
 
-  optimizer = optimizer_for(schedule)
+  optimizer = optimizer_for(schedule_from_args(opt_cfg.schedule, args))
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   opt_shardings = optax.tree_map_params(
       optimizer,
@@ -170,8 +168,8 @@ def build_program(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, train_cfg: T
   )
   state_shardings = TrainState(step=_replicated(mesh), params=param_shardings, opt_state=opt_shardings)
   abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, opt_state=abstract_opt)
-  return Program(model_cfg, mesh, graphdef, optimizer, schedule, state_shardings, abstract_state, optimizer_for,
-                 opt_cfg.schedule, args)
+  return Program(model_cfg, mesh, graphdef, optimizer, state_shardings, abstract_state, optimizer_for, opt_cfg.schedule,
+                 args)
 
 
 def run_once_options() -> dict:
