@@ -1,8 +1,9 @@
 """AdamW with a learning-rate schedule, global-norm clipping, a weight-decay mask and per-parameter LR multipliers.
 
 Schedules: `cosine` (linear warmup, cosine decay to `final_lr_fraction`), `wsd` (warmup, constant,
-then a linear cooldown over the last `cooldown_fraction` of steps to `final_lr_fraction`) and
-`constant` (warmup, then constant). Warmup takes step s (0-based) to peak * (s + 1) / warmup, so no
+then a linear cooldown over the last `cooldown_fraction` of steps to `final_lr_fraction`), `multistep`
+(warmup, then drops at the `milestones` fractions of the steps, in equal ratios down to
+`final_lr_fraction`: DeepSeek's and Tissue et al.'s 8-1-1 by default) and `constant` (warmup, then constant). Warmup takes step s (0-based) to peak * (s + 1) / warmup, so no
 step has a zero learning rate; the decaying schedules reach exactly final_lr_fraction * peak at the
 last step (steps - 1). `warmup_steps` fixes the warmup in steps, so runs of different lengths share it
 (a WSD cooldown branched from a long constant run then equals a run trained straight through).
@@ -11,6 +12,7 @@ last step (steps - 1). `warmup_steps` fixes the warmup in steps, so runs of diff
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-SCHEDULES = ("cosine", "wsd", "constant")
+SCHEDULES = ("cosine", "wsd", "multistep", "constant")
+MILESTONES = (0.8, 0.9)  # multistep's default: the peak for 80% of the steps, 10% at f^(1/2), 10% at f
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,7 @@ class OptimizerConfig:
   weight_decay: float = 0.1
   clip_norm: float = 1.0
   warmup_steps: int | None = None  # overrides warmup_fraction when set
+  milestones: tuple[float, ...] | None = None  # multistep: fractions of the steps where the LR drops (None: 0.8, 0.9)
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -53,6 +57,18 @@ class OptimizerConfig:
         not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0
     ):
       raise ValueError(f"optimizer.warmup_steps must be an integer >= 0 or None, got {self.warmup_steps!r}")
+    if self.schedule == "multistep" and self.final_lr_fraction == 0:
+      raise ValueError("optimizer.schedule='multistep' drops the LR in equal ratios: it needs final_lr_fraction > 0")
+    if self.milestones is not None:
+      m = self.milestones
+      if (not isinstance(m, (tuple, list)) or not m or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in m)
+          or any(not 0 < v < 1 for v in m) or any(b <= a for a, b in zip(m, m[1:]))):
+        raise ValueError(f"optimizer.milestones must be increasing fractions in (0, 1) or None, got {m!r}")
+      object.__setattr__(self, "milestones", tuple(float(v) for v in m))  # run.json gives a list
+
+  def milestone_steps(self, steps: int) -> tuple[int, ...]:
+    """multistep: the first step (0-based) of each stage after the peak, ceil(fraction x steps), at most the last."""
+    return tuple(min(math.ceil(round(m * steps, 6)), steps - 1) for m in (self.milestones or MILESTONES))
 
   def warmup_for(self, steps: int) -> int:
     """Warmup steps of a run of `steps` steps: `warmup_steps` if set, else the rounded fraction."""
@@ -72,10 +88,12 @@ def optimizer_config(
     weight_decay: float = 0.1,
     clip_norm: float = 1.0,
     warmup_steps: int | None = None,
+    milestones: tuple[float, ...] | None = None,
 ) -> OptimizerConfig:
   """The gin knobs `optimizer.*` (explicit, so the operative config records every value)."""
   return OptimizerConfig(
-      schedule, warmup_fraction, final_lr_fraction, cooldown_fraction, b1, b2, eps, weight_decay, clip_norm, warmup_steps
+      schedule, warmup_fraction, final_lr_fraction, cooldown_fraction, b1, b2, eps, weight_decay, clip_norm, warmup_steps,
+      milestones,
   )
 
 
@@ -93,6 +111,16 @@ def schedule_args(cfg: OptimizerConfig, peak_lr: float, steps: int) -> dict[str,
   if cfg.schedule == "wsd":
     decay_start = max(last - max(int(round(cfg.cooldown_fraction * steps)), 1), decay_start)
   one = np.float32(1)
+  if cfg.schedule == "multistep":
+    starts = cfg.milestone_steps(steps)
+    ratios = [cfg.final_lr_fraction ** ((i + 1) / len(starts)) for i in range(len(starts))]
+    return {
+        "peak": np.float32(peak_lr),
+        "warmup": np.int32(warmup),
+        "warmup_slope": np.float32(peak_lr) * (one / np.float32(max(warmup, 1))),
+        "stage_starts": np.array(starts, np.int32),
+        "stage_lrs": np.array([peak_lr] + [peak_lr * r for r in ratios], np.float32),
+    }
   return {
       "peak": np.float32(peak_lr),
       "final": np.float32(peak_lr * cfg.final_lr_fraction),
@@ -107,6 +135,8 @@ def schedule_args(cfg: OptimizerConfig, peak_lr: float, steps: int) -> dict[str,
 
 def schedule_from_args(kind: str, args: Mapping[str, Any]) -> optax.Schedule:
   """The learning rate at each step (0-based) of a `kind` schedule with `schedule_args` (arrays or tracers)."""
+  if kind == "multistep":
+    return _multistep(args)
   peak, final, span = args["peak"], args["final"], args["span"]
   warmup = jnp.asarray(args["warmup"], jnp.float32)
   decay_start = jnp.asarray(args["decay_start"], jnp.float32)
@@ -122,6 +152,18 @@ def schedule_from_args(kind: str, args: Mapping[str, Any]) -> optax.Schedule:
     else:
       rest = jnp.full_like(s, peak)
     return jnp.where(s < warmup, warm, rest)
+
+  return schedule
+
+
+def _multistep(args: Mapping[str, Any]) -> optax.Schedule:
+  """Warmup, then the LR of the stage the step is in (`stage_lrs[i]` from `stage_starts[i - 1]` on)."""
+  warmup = jnp.asarray(args["warmup"], jnp.float32)
+
+  def schedule(step):
+    s = jnp.asarray(step, jnp.float32)
+    stage = jnp.sum(s[..., None] >= jnp.asarray(args["stage_starts"], jnp.float32), axis=-1)
+    return jnp.where(s < warmup, (s + 1) * args["warmup_slope"], jnp.asarray(args["stage_lrs"])[stage])
 
   return schedule
 

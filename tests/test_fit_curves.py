@@ -50,13 +50,15 @@ def test_momentum_init_first_lr():
 def test_schedules_match_the_trainer():
   jnp = pytest.importorskip("jax.numpy")
   from scaling.optim import OptimizerConfig, learning_rate_schedule
-  for name in ("cosine", "wsd", "constant"):
-    for warmup in (0.0, 0.05):
-      cfg = OptimizerConfig(schedule=name, warmup_fraction=warmup)
-      ours = schedules.learning_rates(schedules.Schedule(name, 997, 0.01, int(round(warmup * 997)),
-                                                         cfg.final_lr_fraction, cfg.cooldown_fraction))
-      theirs = np.asarray(learning_rate_schedule(cfg, 0.01, 997)(jnp.arange(997)), np.float64)
-      np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-12)  # the trainer computes in float32
+  for name in ("cosine", "wsd", "multistep", "constant"):
+    for warmup, milestones in ((0.0, None), (0.05, None), (0.05, (0.3, 0.6, 0.9))):
+      cfg = OptimizerConfig(schedule=name, warmup_fraction=warmup, milestones=milestones)
+      for steps in (997, 1000):
+        ours = schedules.learning_rates(schedules.Schedule(name, steps, 0.01, int(round(warmup * steps)),
+                                                           cfg.final_lr_fraction, cfg.cooldown_fraction,
+                                                           milestones=milestones or (0.8, 0.9)))
+        theirs = np.asarray(learning_rate_schedule(cfg, 0.01, steps)(jnp.arange(steps)), np.float64)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-12)  # the trainer computes in float32
 
 
 def test_multistep_811_matches_the_published_schedule(table):

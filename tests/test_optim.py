@@ -33,10 +33,28 @@ def test_wsd_is_constant_then_cools_down_over_the_last_fraction():
   np.testing.assert_allclose(np.diff(lr[79:]), -0.9 / 20, rtol=1e-5)  # linear over the last 20 steps
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
+def test_multistep_drops_at_its_milestones_in_equal_ratios_to_the_final_fraction():
+  lr = _lrs("multistep", warmup_fraction=0.05, final_lr_fraction=0.1)  # 8-1-1 by default
+  np.testing.assert_allclose(lr[:5], np.arange(1, 6) / 5, rtol=1e-6)
+  np.testing.assert_allclose(lr[4:80], 1.0)
+  np.testing.assert_allclose(lr[80:90], 0.1 ** 0.5, rtol=1e-6)
+  np.testing.assert_allclose(lr[90:], 0.1, rtol=1e-6)
+  lr = _lrs("multistep", steps=10, warmup_fraction=0.0, final_lr_fraction=0.01, milestones=[0.25, 0.5, 0.96])
+  np.testing.assert_allclose(lr, [1, 1, 1, 0.01 ** (1 / 3), 0.01 ** (1 / 3), 0.01 ** (2 / 3), 0.01 ** (2 / 3),
+                                  0.01 ** (2 / 3), 0.01 ** (2 / 3), 0.01], rtol=1e-6)  # the last stage starts by the last step
+  assert OptimizerConfig(schedule="multistep", milestones=[0.5]).milestones == (0.5,)  # as run.json gives it
+  for bad in ([], [0.9, 0.8], [0.0], [1.0], [0.5, 0.5], "0.8", [True]):
+    with pytest.raises(ValueError, match="milestones"):
+      OptimizerConfig(schedule="multistep", milestones=bad)
+  with pytest.raises(ValueError, match="final_lr_fraction > 0"):
+    OptimizerConfig(schedule="multistep", final_lr_fraction=0.0)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd", "multistep", "constant"])
 def test_no_step_has_zero_learning_rate(schedule):
   for steps in (1, 3, 20):
-    assert np.all(_lrs(schedule, steps=steps, warmup_fraction=0.5, final_lr_fraction=0.0)[:-1] > 0)
+    final = 1e-3 if schedule == "multistep" else 0.0  # multistep's equal ratios need a final LR above 0
+    assert np.all(_lrs(schedule, steps=steps, warmup_fraction=0.5, final_lr_fraction=final)[:-1] > 0)
     assert _lrs(schedule, steps=steps, warmup_fraction=0.5)[0] > 0
 
 

@@ -1,15 +1,16 @@
 """Learning-rate schedules as NumPy arrays, by name and knobs or from a table, for curve-law predictions.
 
 `eta[k]` is the learning rate of update k (0-based), i.e. of training step k + 1. The names and knobs follow
-scaling.optim (cosine, wsd, constant; warmup peak*(k+1)/W, exact final LR) so a prediction for one of our runs sees exactly
-the schedule it trains with, plus `linear` decay and `multistep` (Tissue et al.'s '811': the peak for 80% of
-the steps, then peak * f^(1/2) for 10%, then peak * f with f = final_lr_fraction). No JAX: `scaling predict`
-stays fast.
+scaling.optim (cosine, wsd, multistep, constant; warmup peak*(k+1)/W, exact final LR) so a prediction for one of our
+runs sees exactly the schedule it trains with, plus `linear` decay. `multistep` with its default milestones is
+Tissue et al.'s '811' (the peak for 80% of the steps, then peak * f^(1/2) for 10%, then peak * f with
+f = final_lr_fraction). No JAX: `scaling predict` stays fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,36 +60,25 @@ def _warmup(k: np.ndarray, s: Schedule) -> np.ndarray:
   return s.peak_lr * k / max(s.warmup_steps, 1)
 
 
-def _decay(t: np.ndarray, n: int, s: Schedule) -> np.ndarray:
-  """The schedule after warmup, at t = 0..n-1 steps past the peak."""
-  peak, f = s.peak_lr, s.final_lr_fraction
-  if s.name == "constant":
-    return np.full(t.shape, peak)
-  if s.name == "cosine":
-    frac = np.minimum(t, n) / max(n, 1)
-    return peak * ((1 - f) * 0.5 * (1 + np.cos(np.pi * frac)) + f)
-  if s.name == "linear":
-    return peak + (peak * f - peak) * np.minimum(t, n) / max(n, 1)
-  if s.name == "wsd":
-    cooldown = max(int(round(s.cooldown_fraction * (n + s.warmup_steps))), 1)
-    stable = max(n - cooldown, 0)
-    frac = np.clip(t - stable, 0, cooldown) / cooldown
-    shape = {"linear": 1 - (1 - f) * frac, "cosine": f + (1 - f) * 0.5 * (1 + np.cos(np.pi * frac)),
-             "exponential": f ** frac if f > 0 else 1 - frac}[s.cooldown_shape]
-    return peak * np.where(t < stable, 1.0, shape)
-  edges = np.array(s.milestones) * (n + s.warmup_steps) - s.warmup_steps
-  stage = np.searchsorted(edges, t, side="right")
-  return peak * f ** (stage / len(edges))
+def _linear_decay(t: np.ndarray, n: int, s: Schedule) -> np.ndarray:
+  """`linear` after warmup, at t = 0..n-1 steps past the peak (the one schedule our trainer does not have)."""
+  return s.peak_lr + (s.peak_lr * s.final_lr_fraction - s.peak_lr) * np.minimum(t, n) / max(n, 1)
 
 
-TRAINER_SCHEDULES = ("cosine", "wsd", "constant")
+TRAINER_SCHEDULES = ("cosine", "wsd", "multistep", "811", "constant")
+
+
+def milestone_steps(milestones: tuple[float, ...], steps: int) -> np.ndarray:
+  """multistep: the first update (0-based) of each stage after the peak (scaling.optim's rule)."""
+  return np.array([min(math.ceil(round(m * steps, 6)), steps - 1) for m in milestones])
 
 
 def _trainer_rates(k: np.ndarray, s: Schedule) -> np.ndarray:
   """scaling.optim's schedules: warmup peak*(k+1)/W, then a decay from the last warmup step to the last step.
 
   cosine decays over all steps after warmup, wsd only over its cooldown (the last cooldown_fraction of the
-  run), both reaching peak*final_lr_fraction exactly at the last step; constant stays at the peak.
+  run), both reaching peak*final_lr_fraction exactly at the last step; multistep drops at its milestones in
+  equal ratios down to it (the last stage starts by the last step); constant stays at the peak.
   """
   peak, f, last, warmup = s.peak_lr, s.final_lr_fraction, s.steps - 1, s.warmup_steps
   start = max(warmup - 1, 0)
@@ -97,6 +87,9 @@ def _trainer_rates(k: np.ndarray, s: Schedule) -> np.ndarray:
   t = np.clip((k - start) / max(last - start, 1), 0.0, 1.0)
   if s.name == "cosine":
     rest = peak * (f + (1 - f) * 0.5 * (1 + np.cos(np.pi * t)))
+  elif s.name in ("multistep", "811"):
+    starts = milestone_steps(s.milestones, s.steps)
+    rest = peak * f ** (np.searchsorted(starts, k, side="right") / len(starts))
   elif s.name == "wsd":
     rest = peak * {"linear": 1 - (1 - f) * t, "cosine": f + (1 - f) * 0.5 * (1 + np.cos(np.pi * t)),
                    "exponential": f ** t if f > 0 else 1 - t}[s.cooldown_shape]
@@ -106,14 +99,14 @@ def _trainer_rates(k: np.ndarray, s: Schedule) -> np.ndarray:
 
 
 def learning_rates(s: Schedule) -> np.ndarray:
-  """The learning rate of every update 0..steps-1 (scaling.optim's cosine/wsd/constant, exactly)."""
+  """The learning rate of every update 0..steps-1 (scaling.optim's cosine/wsd/multistep/constant, exactly)."""
   k = np.arange(s.steps, dtype=np.float64)
   if s.name in TRAINER_SCHEDULES:
     return _trainer_rates(k, s)
   if s.warmup_steps == 0:
-    return _decay(k, s.steps, s)
+    return _linear_decay(k, s.steps, s)
   rest = s.steps - s.warmup_steps
-  return np.where(k < s.warmup_steps, _warmup(k, s), _decay(k - s.warmup_steps, rest, s))
+  return np.where(k < s.warmup_steps, _warmup(k, s), _linear_decay(k - s.warmup_steps, rest, s))
 
 
 def from_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
