@@ -3,8 +3,8 @@
 Schedules: `cosine` (linear warmup, cosine decay to `final_lr_fraction`), `wsd` (warmup, constant,
 then a linear cooldown over the last `cooldown_fraction` of steps to `final_lr_fraction`), `multistep`
 (warmup, then drops at the `milestones` fractions of the steps, in equal ratios down to
-`final_lr_fraction`: DeepSeek's and Tissue et al.'s 8-1-1 by default) and `constant` (warmup, then constant). Warmup takes step s (0-based) to peak * (s + 1) / warmup, so no
-step has a zero learning rate; the decaying schedules reach exactly final_lr_fraction * peak at the
+`final_lr_fraction`: DeepSeek's and Tissue et al.'s 8-1-1 by default) and `constant` (warmup, then
+constant). Warmup takes step s (0-based) to peak * (s + 1) / warmup, so no step has a zero learning rate; the decaying schedules reach exactly final_lr_fraction * peak at the
 last step (steps - 1). `warmup_steps` fixes the warmup in steps, so runs of different lengths share it
 (a WSD cooldown branched from a long constant run then equals a run trained straight through).
 """
@@ -98,37 +98,33 @@ def optimizer_config(
 
 
 def schedule_args(cfg: OptimizerConfig, peak_lr: float, steps: int) -> dict[str, np.ndarray]:
-  """The numbers of a run's schedule (peak and final LR, warmup, decay start and length), as arrays.
+  """The numbers of a run's schedule (warmup; peak and final LR, decay start and length; or multistep's
+  stages), as arrays.
 
   The train step takes them as an argument rather than baking them in, so that runs differing only in
   their token budget or peak LR (a sweep's neighbours) compile to the same program and share JAX's
   persistent compilation cache.
   """
   warmup = cfg.warmup_for(steps)
+  one = np.float32(1)
+  # Products and reciprocals rounded in float32 as XLA folded them when these were constants.
+  common = {"warmup": np.int32(warmup), "warmup_slope": np.float32(peak_lr) * (one / np.float32(max(warmup, 1)))}
+  if cfg.schedule == "multistep":
+    starts = cfg.milestone_steps(steps)
+    ratios = [cfg.final_lr_fraction ** ((i + 1) / len(starts)) for i in range(len(starts))]
+    return {**common, "stage_starts": np.array(starts, np.int32),
+            "stage_lrs": np.array([peak_lr] + [peak_lr * r for r in ratios], np.float32)}
   last = steps - 1
   # The decay runs from the last warmup step (at peak) to the last step (at final).
   decay_start = max(warmup - 1, 0)
   if cfg.schedule == "wsd":
     decay_start = max(last - max(int(round(cfg.cooldown_fraction * steps)), 1), decay_start)
-  one = np.float32(1)
-  if cfg.schedule == "multistep":
-    starts = cfg.milestone_steps(steps)
-    ratios = [cfg.final_lr_fraction ** ((i + 1) / len(starts)) for i in range(len(starts))]
-    return {
-        "peak": np.float32(peak_lr),
-        "warmup": np.int32(warmup),
-        "warmup_slope": np.float32(peak_lr) * (one / np.float32(max(warmup, 1))),
-        "stage_starts": np.array(starts, np.int32),
-        "stage_lrs": np.array([peak_lr] + [peak_lr * r for r in ratios], np.float32),
-    }
   return {
+      **common,
       "peak": np.float32(peak_lr),
       "final": np.float32(peak_lr * cfg.final_lr_fraction),
       "span": np.float32(peak_lr - peak_lr * cfg.final_lr_fraction),  # peak - final, rounded once
-      "warmup": np.int32(warmup),
       "decay_start": np.int32(decay_start),
-      # Products and reciprocals rounded in float32 as XLA folded them when these were constants.
-      "warmup_slope": np.float32(peak_lr) * (one / np.float32(max(warmup, 1))),
       "inv_decay_steps": one / np.float32(max(last - decay_start, 1)),
   }
 
