@@ -8,6 +8,7 @@ as plain JSON (never executed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -32,9 +33,20 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
   g.add_argument("--curve_loss", default="eval_loss", help="run directories: eval_loss (default) or train_loss")
   g.add_argument("--curve_until", type=float, help="fit only steps <= this (a value < 1: that fraction of the planned steps)")
   g.add_argument("--curve_from", type=float, help="fit only steps >= this (a value < 1: that fraction of the planned steps)")
-  g.add_argument("--lambda_decay", type=float, default=0.999, help="momentum decay lambda of S2 (default 0.999)")
+  g.add_argument("--lambda_decay", type=_lambda_decay, default=0.999,
+                 help="momentum decay lambda of S2 (default 0.999), or auto: chosen by backtest on the finished curves")
   g.add_argument("--momentum_init", default="zero", help="m_0 of S2: zero (default, the paper) or first_lr")
   g.add_argument("--block_len", type=int, help="one curve: points per bootstrap block (default n^(1/3))")
+
+
+def _lambda_decay(text: str) -> float | str:
+  """--lambda_decay: a number, or 'auto' (chosen by backtest, scaling.fit.curve_backtest)."""
+  if text == "auto":
+    return text
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or auto, got {text!r}") from None
 
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
@@ -59,12 +71,13 @@ def _g(x: Any) -> str:
 
 
 def _options(args: argparse.Namespace) -> Any:
-  from scaling.fit import cli, curve_fit
+  from scaling.fit import cli, curve_fit, curves
   if args.bootstrap < 0:
     raise UserError(f"--bootstrap={args.bootstrap}: must be >= 0")
   if not 0 < args.level < 1:
     raise UserError(f"--level={args.level}: must be between 0 and 1")
-  return curve_fit.Options(lam=args.lambda_decay, momentum_init=args.momentum_init, objective=args.loss,
+  lam = curves.LAMBDA if args.lambda_decay == "auto" else args.lambda_decay
+  return curve_fit.Options(lam=lam, momentum_init=args.momentum_init, objective=args.loss,
                            delta=args.delta, fix=cli._pairs(args.fix, "--fix"), bootstrap=args.bootstrap,
                            seed=args.seed, level=args.level, block_len=args.block_len)
 
@@ -82,12 +95,19 @@ def _reject_other_options(args: argparse.Namespace) -> None:
 
 def fit_inputs(args: argparse.Namespace) -> dict[str, Any]:
   """Loads the curves named by the arguments, fits the law and returns the fit.json record."""
-  from scaling.fit import curve_fit, curve_load, load
+  from scaling.fit import curve_backtest, curve_fit, curve_load, load
   _reject_other_options(args)
   opts = _options(args)
   data = curve_load.load_curves(args.inputs, args.columns, args.curve_loss, args.filter)
   data = [curve_load.truncate(c, args.curve_until, args.curve_from) for c in data]
+  backtest = None
+  if args.lambda_decay == "auto":
+    curve_fit.check_options(opts)
+    lam, backtest = curve_backtest.choose_lambda(data, opts)
+    opts = dataclasses.replace(opts, lam=lam)
   record = curve_fit.fit(data, opts)
+  if backtest is not None:
+    record["lambda_backtest"] = backtest
   record["inputs"] = [str(i) for i in args.inputs]
   record["load"] = {"columns": load.parse_columns(args.columns), "filter": args.filter, "curve_loss": args.curve_loss}
   return record
@@ -106,9 +126,13 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def summary(fit_: Mapping[str, Any]) -> str:
   """Human-readable summary of a curve-law fit record."""
+  how = "chosen by backtest" if fit_.get("lambda_backtest") else "fixed"
   lines = [f"law {fit_['law']}: {fit_['formula']}",
-           f"points {fit_['n_points']} from {fit_['n_curves']} curve(s); lambda = {_g(fit_['params']['lambda'])} (fixed), "
+           f"points {fit_['n_points']} from {fit_['n_curves']} curve(s); lambda = {_g(fit_['params']['lambda'])} ({how}), "
            f"m_0 = {fit_['areas']['momentum_init']}"]
+  if fit_.get("lambda_backtest"):
+    from scaling.fit import curve_backtest
+    lines.append(curve_backtest.table_text(fit_["lambda_backtest"]))
   for k in ("L0", "A", "alpha", "C"):
     iv = fit_.get("intervals", {}).get(k)
     lines.append(f"  {k:>6} = {_g(fit_['params'][k])}" + (f"  [{_g(iv[0])}, {_g(iv[1])}]" if iv else ""))

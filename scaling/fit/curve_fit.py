@@ -70,7 +70,8 @@ def stack(data: Sequence[Curve], opts: Options) -> tuple[np.ndarray, ...]:
   return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-def _fixed(opts: Options) -> dict[int, float]:
+def fixed_indices(opts: Options) -> dict[int, float]:
+  """The --fix values by parameter index, as curves.minimise takes them."""
   return {curves.PARAMS.index(k): float(v) for k, v in opts.fix.items()}
 
 
@@ -94,7 +95,7 @@ def bootstrap(s1: np.ndarray, s2: np.ndarray, y: np.ndarray, idx: np.ndarray, so
   """Refits under `opts.bootstrap` resamples: of curves when there are 2+, else of residual blocks."""
   rng = np.random.default_rng(opts.seed)
   n_curves = int(idx.max()) + 1
-  fixed = _fixed(opts)
+  fixed = fixed_indices(opts)
   samples = []
   if n_curves > 1:
     unit, block = "curve", None
@@ -143,7 +144,7 @@ def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
   s1, s2, y, idx, late = stack(data, opts)
   if len(y) < curves.MIN_POINTS:
     raise UserError(f"{len(y)} usable points (S1 > 0): the curve law needs at least {curves.MIN_POINTS}")
-  sol = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta, fixed=_fixed(opts))
+  sol = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta, fixed=fixed_indices(opts))
   fitted = curves.predict(sol.theta, s1, s2)
   rel = fitted / y - 1
   record: dict[str, Any] = {
