@@ -57,7 +57,8 @@ def test_backtest_recovers_the_lambda_that_made_the_curves_and_predicts_the_part
 
 
 def test_backtest_survives_noise():
-  data = [_curve(3000, seen=0.3, noise=0.003, seed=1), _curve(1000, noise=0.003, seed=2), _curve(1500, noise=0.003, seed=3)]
+  data = [_curve(3000, seen=0.3, noise=0.003, seed=1), _curve(1000, noise=0.003, seed=2),
+          _curve(1500, noise=0.003, seed=3)]
   lam, _ = curve_backtest.choose_lambda(data, curve_fit.Options())
   assert lam in (0.97, 0.98, 0.99)
 

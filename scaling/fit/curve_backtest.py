@@ -55,7 +55,8 @@ def final_error(held: Curve, others: Sequence[Curve], fraction: float, opts: cur
     s1, s2, y, _, _ = curve_fit.stack(data, opts)
     if len(y) < curves.MIN_POINTS:
       return None
-    theta = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta, fixed=curve_fit.fixed_indices(opts)).theta
+    theta = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta,
+                            fixed=curve_fit.fixed_indices(opts)).theta
   except UserError:
     return None
   end = Curve(held.id, held.steps[-1:], held.loss[-1:], held.grid, held.eta)
@@ -75,7 +76,8 @@ def choose_lambda(data: Sequence[Curve], opts: curve_fit.Options,
   rows = []
   for lam in grid:
     o = dataclasses.replace(opts, lam=float(lam), bootstrap=0)
-    errors = {data[k].id: final_error(data[k], [c for j, c in enumerate(data) if j != k], fraction, o) for k in finished}
+    errors = {data[k].id: final_error(data[k], [c for j, c in enumerate(data) if j != k], fraction, o)
+              for k in finished}
     ok = [abs(e) for e in errors.values() if e is not None]
     score = float(np.mean(ok)) if len(ok) == len(errors) else None
     rows.append({"lambda": float(lam), "errors": errors, "mean_abs_error": score})
