@@ -94,6 +94,10 @@ def test_cli_chooses_lambda_records_the_table_and_predicts_the_partial_run(tmp_p
   assert main(["predict", str(out), f"--partial={part}", "--json"]) == 0
   got = json.loads(capsys.readouterr().out)["final"]
   assert got["loss"] == pytest.approx(_curve(3000).loss[-1], rel=1e-3)
+  html = tmp_path / "report.html"
+  assert main(["report", "--curve_fit", str(out), f"--out={html}"]) == 0
+  page = html.read_text()
+  assert "lambda = 0.98 (chosen by backtest)" in page and "&lt;- chosen" in page
 
 
 def test_cli_refuses_a_bad_lambda(tmp_path, capsys):

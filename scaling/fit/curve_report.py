@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from scaling.errors import UserError
-from scaling.fit import curve_cli, curve_load, curves, plots, report
+from scaling.fit import curve_backtest, curve_cli, curve_load, curves, plots, report
 from scaling.fit.curves import Curve
 
 DRAW_POINTS = 400  # steps at which the law is evaluated along each curve for the figure
@@ -224,7 +224,8 @@ def protocol_html(fit_: Mapping[str, Any]) -> str:
   others = [k for k in fit_.get("fixed", []) if k != "lambda"]
   parts = [f"S1 = {a.get('S1', 'the summed learning rate up to step s')}",
            f"S2 = {a.get('S2', 'the annealing area with momentum')}",
-           f"lambda = {p['lambda']:g} (fixed), m_0 = {'0' if a['momentum_init'] == 'zero' else 'eta_0'}"
+           f"lambda = {p['lambda']:g} ({'chosen by backtest' if fit_.get('lambda_backtest') else 'fixed'}), "
+           f"m_0 = {'0' if a['momentum_init'] == 'zero' else 'eta_0'}"
            + (f"; also fixed: {', '.join(map(str, others))}" if others else ""),
            f"objective {fit_['objective_name']}" + (f" (delta {fit_['delta']:g})" if _number(fit_.get("delta")) else "")
            + " summed over every point of every curve; the loss at step s is the loss after the updates of steps <= s"]
@@ -233,8 +234,10 @@ def protocol_html(fit_: Mapping[str, Any]) -> str:
   more = [f"intervals: {curve_cli.bootstrap_text(fit_)}" if fit_.get("bootstrap") else "no bootstrap intervals"]
   if fit_.get("fit_quality"):
     more.append(curve_cli.quality_text(fit_["fit_quality"]))
+  backtest = (f"<pre>{html.escape(curve_backtest.table_text(fit_['lambda_backtest']))}</pre>"
+              if fit_.get("lambda_backtest") else "")
   return (f"<p><b>fitting protocol: learning-curve law, loss against step</b> "
-          f"({html.escape('; '.join(parts))}).</p><p>{html.escape('; '.join(more))}.</p>")
+          f"({html.escape('; '.join(parts))}).</p><p>{html.escape('; '.join(more))}.</p>{backtest}")
 
 
 CURVE_COLUMNS = ("id", "n_points", "first_step", "last_step", "planned_steps", "lr_source", "loss", "state", "source")
