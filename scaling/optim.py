@@ -5,8 +5,9 @@ then a linear cooldown over the last `cooldown_fraction` of steps to `final_lr_f
 (warmup, then drops at the `milestones` fractions of the steps, in equal ratios down to
 `final_lr_fraction`: DeepSeek's and Tissue et al.'s 8-1-1 by default) and `constant` (warmup, then
 constant). Warmup takes step s (0-based) to peak * (s + 1) / warmup, so no step has a zero learning
-rate; the decaying schedules reach exactly final_lr_fraction * peak at the last step (steps - 1). `warmup_steps` fixes the warmup in steps, so runs of different lengths share it
-(a WSD cooldown branched from a long constant run then equals a run trained straight through).
+rate; the decaying schedules reach exactly final_lr_fraction * peak at the last step (steps - 1).
+`warmup_steps` fixes the warmup in steps, so runs of different lengths share it (a WSD cooldown branched
+from a long constant run then equals a run trained straight through).
 """
 
 from __future__ import annotations
