@@ -27,7 +27,7 @@ from scaling.fit import curve_backtest, curve_fit, curve_load, curves
 
 FAMILIES = ("nano:600:200,300", "nano:2000:667,1000", "nano:3000:1000,1500", "micro:3000:1000,1500")
 SEEN = 0.3
-WARMUP = 0.05  # of the target's steps in every run of a family ('shared', as in Tissue et al.), or of each run's
+WARMUP = 0.05  # warmup: this fraction of the target's steps in every run ('shared'), or of each run's ('own')
 
 
 def train(run_dir: Path, size: str, steps: int, warmup: int) -> None:

@@ -56,6 +56,55 @@ def test_backtest_recovers_the_lambda_that_made_the_curves_and_predicts_the_part
   assert final == pytest.approx(whole.loss[-1], rel=1e-3)
 
 
+def test_final_error_fits_only_the_held_out_curves_first_fraction_and_scores_its_last_point(monkeypatch):
+  held, other = _curve(1500), _curve(1000)
+  off = Curve(held.id, held.steps, held.loss * np.where(held.steps == held.steps[-1], 1.05, 1.0), held.grid,
+              held.eta, held.meta)  # only the final loss is 5% higher: the law, fitted exactly, misses it by -1/1.05
+  fitted = []
+  real = curves.minimise
+  monkeypatch.setattr(curves, "minimise", lambda s1, s2, y, *a, **k: fitted.append(len(y)) or real(s1, s2, y, *a, **k))
+  err = curve_backtest.final_error(off, [other], 0.3, dataclasses.replace(curve_fit.Options(), lam=LAM))
+  assert err == pytest.approx(1 / 1.05 - 1, abs=1e-3)
+  assert fitted == [len(other.steps) + int(np.sum(held.steps <= 450))]  # steps 20..440 of the held-out curve
+  assert curve_backtest.final_error(off, [other], 0.0, dataclasses.replace(curve_fit.Options(), lam=LAM)) == \
+      pytest.approx(1 / 1.05 - 1, abs=1e-3)
+  assert fitted[-1] == len(other.steps)  # fraction 0: the held-out curve is left out whole
+
+
+def test_cut_keeps_the_boundary_step_despite_rounding():
+  c = _curve(1500, every=10)
+  assert 0.58 * 1500 < 870 and curve_backtest.cut(c, 0.58).steps[-1] == 870
+
+
+def test_tables_are_finished_curves_and_get_a_leave_one_out_backtest(tmp_path, capsys):
+  from scaling.cli import main
+  rows = [f"{c.id},{s},{c.eta[s - 1]},{v}" for c in (_curve(1000), _curve(1500), _curve(2000))
+          for s, v in zip(c.steps, c.loss)]
+  table = tmp_path / "curves.csv"
+  table.write_text("run,step,lr,loss\n" + "\n".join(rows) + "\n")
+  out = tmp_path / "fit.json"
+  assert main(["fit", str(table), "--law=tissue", "--lambda_decay=auto", f"--out={out}"]) == 0
+  text = capsys.readouterr().out
+  assert "each of 3 finished curves left out and the others fitted" in text
+  backtest = json.loads(out.read_text())["lambda_backtest"]
+  assert backtest["fraction"] == 0 and backtest["chosen"] == LAM
+
+
+def test_auto_is_refused_when_c_is_fixed():
+  with pytest.raises(UserError, match="--fix C=0: lambda only enters through C"):
+    curve_backtest.choose_lambda([_curve(3000, seen=0.3), _curve(1000), _curve(1500)],
+                                 curve_fit.Options(fix={"C": 0.0}))
+
+
+def test_table_text_marks_failed_folds_and_the_choice():
+  table = {"held_out": ["a", "b"], "fraction": 0.3, "chosen": 0.99,
+           "rows": [{"lambda": 0.9, "errors": {"a": None, "b": 0.01}, "mean_abs_error": None},
+                    {"lambda": 0.99, "errors": {"a": -0.02, "b": 0.01}, "mean_abs_error": 0.015}]}
+  text = curve_backtest.table_text(table)
+  assert "a failed  b +1.00%  mean |error| -" in text
+  assert "0.99   a -2.00%  b +1.00%  mean |error| 1.50%  <- chosen" in text
+
+
 def test_backtest_survives_noise():
   data = [_curve(3000, seen=0.3, noise=0.003, seed=1), _curve(1000, noise=0.003, seed=2),
           _curve(1500, noise=0.003, seed=3)]
@@ -98,9 +147,14 @@ def test_cli_chooses_lambda_records_the_table_and_predicts_the_partial_run(tmp_p
   assert main(["report", "--curve_fit", str(out), f"--out={html}"]) == 0
   page = html.read_text()
   assert "lambda = 0.98 (chosen by backtest)" in page and "&lt;- chosen" in page
+  record["lambda_backtest"]["rows"][0]["errors"] = "none"
+  out.write_text(json.dumps(record))
+  assert main(["report", "--curve_fit", str(out), f"--out={html}"]) == 2
+  err = capsys.readouterr().err
+  assert "lambda_backtest.rows need lambda, errors and mean_abs_error" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_refuses_a_bad_lambda(tmp_path, capsys):
+def test_cli_refuses_too_few_finished_runs_and_a_bad_lambda(tmp_path, capsys):
   from scaling.cli import main
   part = _run_dir(tmp_path / "part", 3000, seen=0.3)
   done = _run_dir(tmp_path / "r1000", 1000)
@@ -140,5 +194,6 @@ def test_partial_run_of_our_trainer_with_lambda_by_backtest(tmp_path, capsys):
   assert main(["predict", str(out), f"--partial={dirs[600]}", "--json"]) == 0
   predicted = json.loads(capsys.readouterr().out)["final"]["loss"]
   with capsys.disabled():
-    print(f"\nlambda {table['chosen']}: final {predicted:.4f} vs observed {observed:.4f} ({predicted / observed - 1:+.2%})")
+    print(f"\nlambda {table['chosen']}: final {predicted:.4f} vs observed {observed:.4f} "
+          f"({predicted / observed - 1:+.2%})")
   assert predicted == pytest.approx(observed, rel=0.025)  # measured +1.63%; the 1% is not met (docs/fit.md)

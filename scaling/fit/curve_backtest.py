@@ -28,7 +28,8 @@ def planned_steps(c: Curve) -> int:
 
 
 def is_finished(c: Curve) -> bool:
-  """True when the curve has a point at the last planned step (a table's curve always has)."""
+  """True when the curve has a point at the last planned step. A table's curve counts as finished unless
+  `--curve_until` cut it (a table does not say its plan); a run cut by `--curve_until` is partial."""
   return int(c.steps[-1]) >= planned_steps(c)
 
 
@@ -39,9 +40,9 @@ def seen_fraction(data: Sequence[Curve]) -> float:
 
 
 def cut(c: Curve, fraction: float) -> Curve | None:
-  """The curve's points up to `fraction` of its planned steps (None when no point is left)."""
-  keep = c.steps <= fraction * planned_steps(c)
-  if not keep.any():
+  """The curve's points up to `fraction` of its planned steps (None for fraction 0 or when no point is left)."""
+  keep = c.steps <= fraction * planned_steps(c) * (1 + 1e-9)  # 0.58 x 1500 is 869.999... in floating point
+  if fraction <= 0 or not keep.any():
     return None
   return Curve(c.id, c.steps[keep], c.loss[keep], c.grid, c.eta, c.meta)
 
@@ -68,6 +69,9 @@ def final_error(held: Curve, others: Sequence[Curve], fraction: float, opts: cur
 def choose_lambda(data: Sequence[Curve], opts: curve_fit.Options,
                   grid: Sequence[float] = LAMBDA_GRID) -> tuple[float, dict[str, Any]]:
   """(the lambda of `grid` whose held-out final losses are best, the backtest table for fit.json)."""
+  if "C" in opts.fix and float(opts.fix["C"]) == 0:
+    raise UserError("--lambda_decay=auto with --fix C=0: lambda only enters through C * S2, so there is nothing "
+                    "to choose; give --lambda_decay a value")
   finished = [k for k, c in enumerate(data) if is_finished(c)]
   if len(finished) < 2:
     raise UserError(f"--lambda_decay=auto backtests on finished curves (a point at the last planned step): "
@@ -85,7 +89,7 @@ def choose_lambda(data: Sequence[Curve], opts: curve_fit.Options,
   if not scored:
     raise UserError("--lambda_decay=auto: no lambda of the grid could fit every backtest (each held-out curve "
                     "with the others); give --lambda_decay a value")
-  best = min(scored, key=lambda r: r["mean_abs_error"])
+  best = min(scored, key=lambda r: (r["mean_abs_error"], abs(r["lambda"] - curves.LAMBDA)))  # ties: the paper's
   table = {"grid": [float(v) for v in grid], "fraction": fraction, "held_out": [data[k].id for k in finished],
            "rows": rows, "chosen": best["lambda"],
            "rule": "each finished curve cut to `fraction` of its planned steps and fitted with every other curve; "
@@ -95,9 +99,10 @@ def choose_lambda(data: Sequence[Curve], opts: curve_fit.Options,
 
 def table_text(table: dict[str, Any]) -> str:
   """The backtest as printed by `scaling fit`: one line per lambda, the held-out errors and their mean."""
-  held = table["held_out"]
-  lines = [f"lambda by backtest: each of {len(held)} finished curves cut to {table['fraction']:.0%} of its steps, "
-           "fitted with the others, final loss predicted (relative error)"]
+  held, fraction = table["held_out"], table["fraction"]
+  how = f"cut to {fraction:.0%} of its steps and fitted with the others" if fraction > 0 else \
+      "left out and the others fitted"
+  lines = [f"lambda by backtest: each of {len(held)} finished curves {how}, its final loss predicted (relative error)"]
   for r in table["rows"]:
     errs = "  ".join(f"{k} {'failed' if e is None else f'{e:+.2%}'}" for k, e in r["errors"].items())
     mean = "-" if r["mean_abs_error"] is None else f"{r['mean_abs_error']:.2%}"

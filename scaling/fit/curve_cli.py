@@ -103,6 +103,7 @@ def fit_inputs(args: argparse.Namespace) -> dict[str, Any]:
   backtest = None
   if args.lambda_decay == "auto":
     curve_fit.check_options(opts)
+    curve_fit.check_curves(data, opts)
     lam, backtest = curve_backtest.choose_lambda(data, opts)
     opts = dataclasses.replace(opts, lam=lam)
   record = curve_fit.fit(data, opts)
@@ -128,8 +129,8 @@ def summary(fit_: Mapping[str, Any]) -> str:
   """Human-readable summary of a curve-law fit record."""
   how = "chosen by backtest" if fit_.get("lambda_backtest") else "fixed"
   lines = [f"law {fit_['law']}: {fit_['formula']}",
-           f"points {fit_['n_points']} from {fit_['n_curves']} curve(s); lambda = {_g(fit_['params']['lambda'])} ({how}), "
-           f"m_0 = {fit_['areas']['momentum_init']}"]
+           f"points {fit_['n_points']} from {fit_['n_curves']} curve(s); "
+           f"lambda = {_g(fit_['params']['lambda'])} ({how}), m_0 = {fit_['areas']['momentum_init']}"]
   if fit_.get("lambda_backtest"):
     from scaling.fit import curve_backtest
     lines.append(curve_backtest.table_text(fit_["lambda_backtest"]))

@@ -125,7 +125,23 @@ def problem(fit_: Mapping[str, Any]) -> str | None:
       (isinstance(columns, dict) and all(isinstance(v, str) for v in columns.values()),
        "load.columns is not NAME: column"),
       (isinstance(spec.get("filter") or "", str), "load.filter is not text"),
-  ]) or _uncertainty_problem(fit_)
+  ]) or _uncertainty_problem(fit_) or _backtest_problem(fit_.get("lambda_backtest"))
+
+
+def _backtest_problem(table: Any) -> str | None:
+  """What a `lambda_backtest` record (from --lambda_decay auto) lacks for the report, or None."""
+  if table is None:
+    return None
+  rows = table.get("rows") if isinstance(table, dict) else None
+  return _first([
+      (isinstance(table, dict) and _number(table.get("fraction")) and _number(table.get("chosen"))
+       and _texts(table.get("held_out")) and isinstance(rows, list),
+       "lambda_backtest needs fraction, chosen, held_out and rows"),
+      (all(isinstance(r, dict) and _number(r.get("lambda")) and isinstance(r.get("errors"), dict)
+           and all(e is None or _number(e) for e in r["errors"].values())
+           and (r.get("mean_abs_error") is None or _number(r.get("mean_abs_error"))) for r in rows or []),
+       "lambda_backtest.rows need lambda, errors and mean_abs_error"),
+  ])
 
 
 def read(path: str | Path) -> dict[str, Any]:
