@@ -58,7 +58,7 @@ def read_json(path: AnyPath) -> Any:
   """Reads a JSON file; a corrupt one is a UserError naming it (a missing one raises FileNotFoundError)."""
   path = storage.path(path)
   try:
-    return json.loads(path.read_text())
+    return json.loads(storage.read_text(path))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f"{path} is not valid JSON ({e})") from None
 
@@ -74,7 +74,7 @@ def write_config(run_dir: AnyPath, text: str) -> None:
 def read_config(run_dir: AnyPath) -> str | None:
   """The run's operative gin config, or None when it has none yet."""
   path = storage.path(run_dir) / CONFIG
-  return path.read_text() if path.exists() else None
+  return storage.read_text(path) if path.exists() else None
 
 
 def write_run_info(run_dir: AnyPath, info: dict) -> None:
@@ -264,7 +264,7 @@ def read_metrics(run_dir: AnyPath) -> list[dict]:
   path = storage.path(run_dir) / METRICS
   if not path.exists():
     return []
-  return _parse_metrics(path, path.read_text())
+  return _parse_metrics(path, storage.read_text(path))
 
 
 def write_metrics(run_dir: AnyPath, records: list[dict]) -> None:

@@ -4,7 +4,7 @@ Local paths are `pathlib.Path`s; URLs are `etils.epath.Path`s (gcsfs underneath,
 too). The run contract needs three things from either, and this module gives them:
 - replacing a file whole, so a reader never sees half of it: a temporary file and a rename on a local
   disk; a plain upload on an object store, where an object is replaced in one step and a rename is a
-  copy (not atomic);
+  copy (not atomic); and reading it whole, in one GET of one version of the object;
 - creating a file only if it does not exist, with its whole text at once (sweep claims): a hard link
   from a written temporary file locally, an upload with the precondition `ifGenerationMatch=0` on GCS;
 - a local directory for what a launcher writes beside a remote root (worker logs, job scripts), since
@@ -102,6 +102,15 @@ def _written_beside(p: Path, text: str) -> Path:
     f.flush()
     os.fsync(f.fileno())
   return tmp
+
+
+def read_text(p: AnyPath) -> str:
+  """The whole text of the file at `p`, all of one version of it. On an object store that takes one GET of the
+  object: a file object's read asks for the size first and then a byte range, and an object replaced in between
+  (a worker's heartbeat rewriting status.json) reads as the new object cut to the old size."""
+  if is_remote(p):
+    return _gcs().cat_file(str(p)).decode()
+  return Path(p).read_text()
 
 
 def write_text_atomic(p: AnyPath, text: str) -> None:

@@ -1,5 +1,7 @@
 """storage: local paths and gs:// URLs (on a local GCS emulator), whole-file replace and exclusive create."""
 
+import threading
+
 import pytest
 
 from scaling import storage
@@ -35,3 +37,35 @@ def test_replace_whole_and_create_only_once(where, tmp_path, request):
   assert storage.create_exclusive(claim, "first")
   assert not storage.create_exclusive(claim, "second")
   assert claim.read_text() == "first"
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_a_read_sees_one_whole_version_of_a_file_replaced_meanwhile(where, tmp_path, request):
+  """A file object on GCS learns the object's size when opened and reads that many bytes later, so a status.json
+  replaced in between (a heartbeat) reads as the new text cut to the old length: the torn JSON a sweep once
+  reported. `storage.read_text` reads the object whole in one request, without asking its size."""
+  root = storage.path(tmp_path if where == "local" else request.getfixturevalue("gcs_root"))
+  f = root / "status.json"
+  old, new = '{"state": "pending"}', '{"heartbeat": 1796613929.77, "state": "running", "step": 180}'
+  storage.write_text_atomic(f, old)
+  if where == "gcs":
+    with f.open() as handle:
+      storage.write_text_atomic(f, new)
+      assert handle.read() == new[:len(old)]  # the hazard, as gcsfs has it
+  stop = threading.Event()
+
+  def heartbeat() -> None:
+    while not stop.is_set():
+      for text in (old, new):
+        storage.write_text_atomic(f, text)
+
+  writer = threading.Thread(target=heartbeat)
+  writer.start()
+  try:
+    seen = [storage.read_text(f) for _ in range(100)]
+  finally:
+    stop.set()
+    writer.join()
+  assert set(seen) <= {old, new}, [t for t in seen if t not in (old, new)][:3]
+  with pytest.raises(FileNotFoundError):
+    storage.read_text(root / "missing.json")

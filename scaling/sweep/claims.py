@@ -32,7 +32,7 @@ def _numbers(run_dir: storage.AnyPath) -> list[int]:
 
 def _read_file(path: storage.AnyPath) -> dict:
   try:
-    record = json.loads(path.read_text())
+    record = json.loads(storage.read_text(path))
   except (OSError, json.JSONDecodeError):
     return {"heartbeat": 0.0}  # unreadable: counts as dead
   return record if isinstance(record, dict) else {"heartbeat": 0.0}

@@ -48,7 +48,7 @@ def write(root: AnyPath, sweep_text: str, specs: Sequence[ml_collections.ConfigD
 
 
 def _write_if_changed(path: AnyPath, text: str) -> None:
-  if not path.exists() or path.read_text() != text:
+  if not path.exists() or storage.read_text(path) != text:
     runs.write_text_atomic(path, text)
 
 

@@ -67,7 +67,7 @@ def _run_log(run_dir: storage.AnyPath) -> Iterator[None]:
     with _output_to(log):
       yield
     return
-  earlier = log.read_text() if log.exists() else ""
+  earlier = storage.read_text(log) if log.exists() else ""
   local = storage.local_dir(run_dir) / root_lib.TRAIN_LOG
   local.parent.mkdir(parents=True, exist_ok=True)
   local.write_text("")
