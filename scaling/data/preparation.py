@@ -106,7 +106,10 @@ def prepare(make_builder: Callable[[], tfds.core.DatasetBuilder]) -> tuple[tfds.
   with quiet_tfds():
     builder = make_builder()
   if is_prepared(builder):
-    return builder, 0.0
+    if builder.info.splits:
+      return builder, 0.0
+    with quiet_tfds():  # made while another process was still preparing: it read no dataset_info, so no splits
+      return make_builder(), 0.0
   start = time.perf_counter()
   with _file_lock(pathlib.Path(f"{builder.data_dir}.lock")), quiet_tfds():
     builder = make_builder()
