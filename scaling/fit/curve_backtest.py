@@ -52,13 +52,8 @@ def final_error(held: Curve, others: Sequence[Curve], fraction: float, opts: cur
   part = cut(held, fraction)
   data = [*others, *([part] if part is not None else [])]
   try:
-    curve_fit.check_curves(data, opts)
-    s1, s2, y, _, _ = curve_fit.stack(data, opts)
-    if len(y) < curves.MIN_POINTS:
-      return None
-    theta = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta,
-                            fixed=curve_fit.fixed_indices(opts)).theta
-  except UserError:
+    theta = curve_fit.solve(data, opts)[1].theta
+  except UserError:  # too few points, or no decaying LR, without the held-out curve's tail
     return None
   end = Curve(held.id, held.steps[-1:], held.loss[-1:], held.grid, held.eta)
   e1, e2 = curves.features(end, opts.lam, opts.momentum_init)
@@ -69,6 +64,8 @@ def final_error(held: Curve, others: Sequence[Curve], fraction: float, opts: cur
 def choose_lambda(data: Sequence[Curve], opts: curve_fit.Options,
                   grid: Sequence[float] = LAMBDA_GRID) -> tuple[float, dict[str, Any]]:
   """(the lambda of `grid` whose held-out final losses are best, the backtest table for fit.json)."""
+  curve_fit.check_options(opts)
+  curve_fit.check_curves(data, opts)  # bad data is named as such, not as a backtest that failed at every lambda
   if "C" in opts.fix and float(opts.fix["C"]) == 0:
     raise UserError("--lambda_decay=auto with --fix C=0: lambda only enters through C * S2, so there is nothing "
                     "to choose; give --lambda_decay a value")

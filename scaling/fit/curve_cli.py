@@ -102,8 +102,6 @@ def fit_inputs(args: argparse.Namespace) -> dict[str, Any]:
   data = [curve_load.truncate(c, args.curve_until, args.curve_from) for c in data]
   backtest = None
   if args.lambda_decay == "auto":
-    curve_fit.check_options(opts)
-    curve_fit.check_curves(data, opts)
     lam, backtest = curve_backtest.choose_lambda(data, opts)
     opts = dataclasses.replace(opts, lam=lam)
   record = curve_fit.fit(data, opts)

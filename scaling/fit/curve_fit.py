@@ -70,8 +70,7 @@ def stack(data: Sequence[Curve], opts: Options) -> tuple[np.ndarray, ...]:
   return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-def fixed_indices(opts: Options) -> dict[int, float]:
-  """The --fix values by parameter index, as curves.minimise takes them."""
+def _fixed(opts: Options) -> dict[int, float]:
   return {curves.PARAMS.index(k): float(v) for k, v in opts.fix.items()}
 
 
@@ -95,7 +94,7 @@ def bootstrap(s1: np.ndarray, s2: np.ndarray, y: np.ndarray, idx: np.ndarray, so
   """Refits under `opts.bootstrap` resamples: of curves when there are 2+, else of residual blocks."""
   rng = np.random.default_rng(opts.seed)
   n_curves = int(idx.max()) + 1
-  fixed = fixed_indices(opts)
+  fixed = _fixed(opts)
   samples = []
   if n_curves > 1:
     unit, block = "curve", None
@@ -137,14 +136,20 @@ def _curve_record(c: Curve, n_used: int) -> dict[str, Any]:
           "final_lr": float(c.eta[-1]), **c.meta}
 
 
-def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
-  """Fits the law jointly to every curve; returns the fit.json record."""
+def solve(data: Sequence[Curve], opts: Options) -> tuple[tuple[np.ndarray, ...], curves.Solution]:
+  """The checked, stacked points of every curve (as `stack` gives them) and the law's joint optimum over them."""
   check_options(opts)
   check_curves(data, opts)
-  s1, s2, y, idx, late = stack(data, opts)
+  stacked = stack(data, opts)
+  s1, s2, y = stacked[:3]
   if len(y) < curves.MIN_POINTS:
     raise UserError(f"{len(y)} usable points (S1 > 0): the curve law needs at least {curves.MIN_POINTS}")
-  sol = curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta, fixed=fixed_indices(opts))
+  return stacked, curves.minimise(s1, s2, y, objective=opts.objective, delta=opts.delta, fixed=_fixed(opts))
+
+
+def fit(data: Sequence[Curve], opts: Options) -> dict[str, Any]:
+  """Fits the law jointly to every curve; returns the fit.json record."""
+  (s1, s2, y, idx, late), sol = solve(data, opts)
   fitted = curves.predict(sol.theta, s1, s2)
   rel = fitted / y - 1
   record: dict[str, Any] = {
