@@ -5,6 +5,11 @@ every complete record readable (in a gs:// run directory, every record up to the
 `runs.MetricsAppender`). metrics.jsonl is the record of truth: when a run resumes from (or rolls
 back to) a checkpoint, both are cut back to its step, TensorBoard by rewriting tb/ from metrics.jsonl,
 so neither ever holds a step twice.
+
+TensorBoard reads the event files of a directory in name order, and drops what it has read when a step
+goes back, so names must sort in step order. tensorboardX names a file by the second it was opened; our
+suffixes order the files of one second: `.0-history` (the records kept at a resume, rewritten) before
+`.1-live`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from tensorboardX import SummaryWriter
 
 from scaling import runs, storage
 
+HISTORY_SUFFIX, LIVE_SUFFIX = ".0-history", ".1-live"  # event-file name suffixes: the history sorts first
 # Keys every training record has (docs/architecture.md); `eval_*` keys appear on evaluation steps only.
 TRAIN_KEYS = ("step", "tokens", "train_loss", "lr", "grad_norm", "step_time_s", "tokens_per_s", "flops_per_s", "mfu")
 
@@ -38,7 +44,7 @@ class MetricsWriter:
 
   def _open(self) -> None:
     self._file = runs.MetricsAppender(self._run_dir)
-    self._tb = SummaryWriter(str(self._run_dir / "tb"), flush_secs=30)
+    self._tb = SummaryWriter(str(self._run_dir / "tb"), flush_secs=30, filename_suffix=LIVE_SUFFIX)
 
   def write(self, record: dict) -> None:
     """Writes one record: {"step": int, ...scalars}."""
@@ -94,7 +100,7 @@ def _cut_back(run_dir: storage.AnyPath, step: int) -> list[dict]:
 
 
 def _write_events(tb: storage.AnyPath, records: list[dict]) -> None:
-  writer = SummaryWriter(str(tb), filename_suffix=".rewritten")  # never the live writer's file name
+  writer = SummaryWriter(str(tb), filename_suffix=HISTORY_SUFFIX)
   for record in records:
     _add_scalars(writer, record)
   writer.close()

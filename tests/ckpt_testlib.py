@@ -95,14 +95,16 @@ def unfinished_saves(run_dir: Path) -> list[str]:
   return sorted(p.name for p in directory.iterdir() if "orbax-checkpoint-tmp" in p.name) if directory.exists() else []
 
 
-def tensorboard_steps(run_dir: Path, tag: str = "train_loss") -> list[int]:
-  """The steps of every `tag` scalar in tb/ (all event files), in file order."""
+def tensorboard_steps(run_dir, tag: str = "train_loss") -> list[int]:
+  """The steps of every `tag` scalar in tb/ (all event files, local or gs://), in the name order TensorBoard reads."""
   import struct
 
   from tensorboardX.proto import event_pb2
 
+  from scaling import storage
+
   steps = []
-  for path in sorted((Path(run_dir) / "tb").iterdir()):
+  for path in sorted((storage.path(str(run_dir)) / "tb").iterdir(), key=lambda p: p.name):
     data, offset = path.read_bytes(), 0
     while offset < len(data):  # TFRecord: length (8 bytes), its CRC (4), payload, payload CRC (4)
       (length,) = struct.unpack("<Q", data[offset:offset + 8])

@@ -3,6 +3,9 @@
 import json
 import math
 
+from ckpt_testlib import tensorboard_steps
+from tensorboardX import event_file_writer
+
 from scaling.metrics import MetricsWriter
 
 
@@ -22,3 +25,18 @@ def test_disabled_writer_writes_nothing(tmp_path):
   writer.write({"step": 1})
   writer.close()
   assert not list(tmp_path.iterdir())
+
+
+def test_a_cut_back_keeps_tensorboard_files_in_step_order_within_one_second(tmp_path, monkeypatch):
+  """TensorBoard reads event files in name order and drops what it read when a step goes back: the history
+  rewritten at a resume must sort before the live file opened in the same second (it sorted after)."""
+  monkeypatch.setattr(event_file_writer.time, "time", lambda: 1_800_000_000.0)  # every file in one second
+  writer = MetricsWriter(tmp_path)
+  for step in range(1, 11):
+    writer.write({"step": step, "train_loss": 1.0 / step})
+  writer.close()
+  resumed = MetricsWriter(tmp_path, start_step=6)
+  for step in range(7, 10):
+    resumed.write({"step": step, "train_loss": 1.0 / step})
+  resumed.close()
+  assert tensorboard_steps(tmp_path) == list(range(1, 10))
