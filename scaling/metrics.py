@@ -10,12 +10,19 @@ TensorBoard reads the event files of a directory in name order, and drops what i
 goes back, so names must sort in step order. tensorboardX names a file by the second it was opened; our
 suffixes order the files of one second: `.0-history` (the records kept at a resume, rewritten) before
 `.1-live`.
+
+On GCS, tensorboardX's own writer would keep each event file in memory, upload all of it at every flush
+and once more when collected. Instead the events are written to a local file (under the scaling cache)
+and what it gains is appended to the object of the same name in tb/ every `runs.REMOTE_FLUSH_S` and at
+each flush (`storage.AppendMirror`), so each byte goes up once.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+import time
+from pathlib import Path
 
 from tensorboardX import SummaryWriter
 
@@ -44,7 +51,13 @@ class MetricsWriter:
 
   def _open(self) -> None:
     self._file = runs.MetricsAppender(self._run_dir)
-    self._tb = SummaryWriter(str(self._run_dir / "tb"), flush_secs=30, filename_suffix=LIVE_SUFFIX)
+    self._mirrors: list[storage.AppendMirror] | None = None
+    if not storage.is_remote(self._run_dir):
+      self._tb = SummaryWriter(str(self._run_dir / "tb"), flush_secs=30, filename_suffix=LIVE_SUFFIX)
+      return
+    self._tb_local = _fresh_local_dir(self._run_dir, "tb-live")
+    self._tb = SummaryWriter(str(self._tb_local), flush_secs=30, filename_suffix=LIVE_SUFFIX)
+    self._mirrors, self._synced_at = [], time.monotonic()
 
   def write(self, record: dict) -> None:
     """Writes one record: {"step": int, ...scalars}."""
@@ -53,11 +66,26 @@ class MetricsWriter:
     clean = {k: _finite_or_none(v) for k, v in record.items()}
     self._file.append(clean)
     _add_scalars(self._tb, clean)
+    if self._mirrors is not None and time.monotonic() - self._synced_at >= runs.REMOTE_FLUSH_S:
+      self._sync_events()
 
   def flush(self) -> None:
-    """Makes every record written so far readable in metrics.jsonl (see `runs.MetricsAppender`)."""
+    """Makes every record written so far readable in metrics.jsonl (see `runs.MetricsAppender`) and, on GCS,
+    in tb/."""
     if self.enabled:
       self._file.flush()
+      if self._mirrors is not None:
+        self._sync_events()
+
+  def _sync_events(self) -> None:
+    """On GCS: appends what the local event files gained to their objects in tb/."""
+    self._tb.flush()
+    known = {m.local.name for m in self._mirrors}
+    self._mirrors += [storage.AppendMirror(f, self._run_dir / "tb" / f.name)
+                      for f in sorted(self._tb_local.iterdir()) if f.name not in known]
+    for mirror in self._mirrors:
+      mirror.sync()
+    self._synced_at = time.monotonic()
 
   def rewind(self, step: int) -> list[dict]:
     """Drops every record after `step` from metrics.jsonl and TensorBoard; returns the records kept."""
@@ -72,6 +100,8 @@ class MetricsWriter:
     if self.enabled:
       self._file.close()
       self._tb.close()
+      if self._mirrors is not None:
+        self._sync_events()
 
 
 def _add_scalars(tb: SummaryWriter, record: dict) -> None:
@@ -86,7 +116,11 @@ def _cut_back(run_dir: storage.AnyPath, step: int) -> list[dict]:
   if storage.is_remote(run_dir):  # no renames on GCS: tb/ is a mirror, so it is simply written again
     if (run_dir / "tb").exists():
       (run_dir / "tb").rmtree()
-    _write_events(run_dir / "tb", kept)
+    staged = _fresh_local_dir(run_dir, "tb-history")
+    _write_events(staged, kept)
+    for f in sorted(staged.iterdir()):
+      storage.append_bytes(run_dir / "tb" / f.name, f.read_bytes())
+    shutil.rmtree(staged)
     return kept
   fresh, tb, old = run_dir / "tb.rewrite", run_dir / "tb", run_dir / "tb.old"
   shutil.rmtree(fresh, ignore_errors=True)
@@ -104,6 +138,14 @@ def _write_events(tb: storage.AnyPath, records: list[dict]) -> None:
   for record in records:
     _add_scalars(writer, record)
   writer.close()
+
+
+def _fresh_local_dir(run_dir: storage.AnyPath, name: str) -> Path:
+  """An empty local directory for files of a gs:// run directory to be written before they are uploaded."""
+  local = storage.local_dir(run_dir) / name
+  shutil.rmtree(local, ignore_errors=True)
+  local.mkdir(parents=True)
+  return local
 
 
 def _finite_or_none(v):

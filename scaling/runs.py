@@ -7,9 +7,10 @@ fitter and the tests go through it, so every reader agrees on what a torn line o
   anywhere else is a UserError naming the line;
 - every file that is replaced is replaced whole (`storage.write_text_atomic`: a rename on a local disk,
   one upload on GCS), so a reader or a killed process never sees half a file.
-A run directory may be a local path or a gs:// URL (`scaling.storage`). An object cannot be appended to,
-so on GCS metrics.jsonl is rewritten whole, at most every `REMOTE_FLUSH_S` and whenever the trainer asks
-(before every checkpoint, at the end), which keeps every record up to the newest checkpoint.
+A run directory may be a local path or a gs:// URL (`scaling.storage`). On GCS each append to
+metrics.jsonl is an upload and a compose, so records are appended in groups: at most every
+`REMOTE_FLUSH_S` and whenever the trainer asks (before every checkpoint, at the end), which keeps every
+record up to the newest checkpoint.
 status.json carries the host, pid and a heartbeat time, refreshed while the run is running, so a runner
 can tell a dead run (its pid is gone on this host, or its heartbeat is stale) from a live one.
 """
@@ -31,7 +32,7 @@ FORMAT_VERSION = 1
 STATES = ("pending", "running", "done", "failed", "preempted")
 HEARTBEAT_S = 30.0  # how often a running run refreshes its heartbeat
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the run is dead
-REMOTE_FLUSH_S = 30.0  # on GCS, how often metrics.jsonl is rewritten with the records appended since
+REMOTE_FLUSH_S = 30.0  # on GCS, how often the records (and TensorBoard events) written since are appended
 REMOTE_STATUS_S = 10.0  # on GCS, the least time between two writes of status.json for progress alone
 CONFIG, RUN_INFO, METRICS, STATUS = "config.gin", "run.json", "metrics.jsonl", "status.json"
 
@@ -282,7 +283,8 @@ def truncate_metrics(run_dir: AnyPath, step: int) -> list[dict]:
 class MetricsAppender:
   """Appends one JSON record per line to metrics.jsonl, flushed at once; never writes a step twice.
 
-  On GCS the file is rewritten whole (see the module doc): at most every `flush_s`, and on `flush`.
+  On GCS the records wait in memory and are appended together (see the module doc): at most every `flush_s`,
+  and on `flush`.
   """
 
   def __init__(self, run_dir: AnyPath, flush_s: float = REMOTE_FLUSH_S):
@@ -291,8 +293,8 @@ class MetricsAppender:
     self._last_step = existing[-1]["step"] if existing else -1
     self._remote = storage.is_remote(self._path)
     if self._remote:
-      self._lines = [_line(r) for r in existing]
-      self._flush_s, self._flushed_at, self._dirty = flush_s, time.monotonic(), False
+      self._pending: list[str] = []
+      self._flush_s, self._flushed_at = flush_s, time.monotonic()
     else:
       self._file = open(self._path, "a")
 
@@ -305,16 +307,15 @@ class MetricsAppender:
       self._file.write(line)
       self._file.flush()
       return
-    self._lines.append(line)
-    self._dirty = True
+    self._pending.append(line)
     if time.monotonic() - self._flushed_at >= self._flush_s:
       self.flush()
 
   def flush(self) -> None:
     """Makes every appended record readable (a no-op on a local disk, where each is written at once)."""
-    if self._remote and self._dirty:
-      storage.write_text_atomic(self._path, "".join(self._lines))
-      self._flushed_at, self._dirty = time.monotonic(), False
+    if self._remote and self._pending:
+      storage.append_bytes(self._path, "".join(self._pending).encode())
+      self._pending, self._flushed_at = [], time.monotonic()
 
   def close(self) -> None:
     if self._remote:

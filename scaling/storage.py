@@ -7,6 +7,9 @@ too). The run contract needs three things from either, and this module gives the
   copy (not atomic); and reading it whole, in one GET of one version of the object;
 - creating a file only if it does not exist, with its whole text at once (sweep claims): a hard link
   from a written temporary file locally, an upload with the precondition `ifGenerationMatch=0` on GCS;
+- appending to a file (metrics.jsonl, TensorBoard events, train.log): an object cannot be appended to, so
+  on GCS the new bytes are uploaded as a temporary object and composed onto the end of the file in one
+  step; each byte is uploaded once, where rewriting the file whole would upload it at every flush;
 - a local directory for what a launcher writes beside a remote root (worker logs, job scripts), since
   `sbatch --output` and `subprocess` need a file system.
 Listings are never cached (gcsfs caches them forever by default), because other processes write the
@@ -15,6 +18,7 @@ same root: a worker must see another's claim or status as soon as it exists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -119,6 +123,44 @@ def write_text_atomic(p: AnyPath, text: str) -> None:
     _gcs().pipe_file(str(p), text.encode())
     return
   _written_beside(Path(p), text).replace(p)
+
+
+def append_bytes(p: AnyPath, data: bytes) -> None:
+  """Appends `data` to the file at `p`, creating it if missing. On GCS a reader sees the object before or after
+  the append, never between: `data` goes up as a temporary object beside `p` (named without `p`'s name, so
+  that no reader takes it for one of its files), which is composed onto the end of `p` and deleted."""
+  if not data:
+    return
+  if not is_remote(p):
+    with open(p, "ab") as f:
+      f.write(data)
+    return
+  fs, target = _gcs(), str(p)
+  if not fs.exists(target):
+    fs.pipe_file(target, data)
+    return
+  part = f"{target.rsplit('/', 1)[0]}/.append-{os.getpid()}-{threading.get_ident()}"
+  fs.pipe_file(part, data)
+  try:
+    fs.merge(target, [target, part])
+  finally:
+    with contextlib.suppress(Exception):  # a temporary object left behind is harmless; the append is done
+      fs.rm_file(part)
+
+
+class AppendMirror:
+  """Keeps `remote` equal to a local file that only grows: each `sync` appends to it what the local file has
+  gained since the last one (`append_bytes`). For what is written locally and read remotely, on GCS."""
+
+  def __init__(self, local: Path, remote: AnyPath):
+    self.local, self.remote, self._sent = Path(local), remote, 0
+
+  def sync(self) -> None:
+    with open(self.local, "rb") as f:
+      f.seek(self._sent)
+      data = f.read()
+    append_bytes(self.remote, data)
+    self._sent += len(data)
 
 
 def create_exclusive(p: AnyPath, text: str) -> bool:

@@ -56,8 +56,8 @@ def _fresh_gin_config():
 
 @pytest.fixture(scope="session")
 def gcs_emulator():
-  """A local GCS (tests/gcs_emulator.py) for this test process, with the environment that points gcsfs,
-  TensorStore and google-cloud-storage at it (inherited by the processes tests start); yields the bucket."""
+  """A local GCS (tests/gcs_emulator.py) for this test process, with the environment that points gcsfs
+  and TensorStore at it (inherited by the processes tests start); yields the bucket."""
   import socket
   import time
 

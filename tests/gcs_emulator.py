@@ -5,7 +5,8 @@ Real GCS does both, and the clients rely on them: sweep claims on `ifGenerationM
 absent), TensorStore's OCDBT manifests (Orbax checkpoints) on conditional writes and on
 `ifGenerationNotMatch` re-reads. This module adds them, as GCS documents them: a failed
 `ifGenerationMatch` is 412, a matched `ifGenerationNotMatch` on a read is 304. gcsfs (through
-STORAGE_EMULATOR_HOST), TensorStore (TENSORSTORE_GCS_HTTP_URL) and google-cloud-storage all speak to it.
+STORAGE_EMULATOR_HOST) and TensorStore (TENSORSTORE_GCS_HTTP_URL) speak to it (an append on GCS is a
+compose, which the emulator serves as GCS does: scaling/storage.py).
 
     python tests/gcs_emulator.py PORT BUCKET
 """

@@ -1,7 +1,7 @@
 """gs:// run directories and sweep roots, end to end on a local GCS emulator (tests/gcs_emulator.py).
 
-The emulator stands in for GCS: the real gcsfs, TensorStore (orbax) and google-cloud-storage
-(TensorBoard) clients speak to it over HTTP, as they would to storage.googleapis.com.
+The emulator stands in for GCS: the real gcsfs and TensorStore (orbax) clients speak to it over HTTP, as
+they would to storage.googleapis.com.
 """
 
 from __future__ import annotations

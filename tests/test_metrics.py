@@ -6,6 +6,7 @@ import math
 from ckpt_testlib import tensorboard_steps
 from tensorboardX import event_file_writer
 
+from scaling import runs, storage
 from scaling.metrics import MetricsWriter
 
 
@@ -40,3 +41,43 @@ def test_a_cut_back_keeps_tensorboard_files_in_step_order_within_one_second(tmp_
     resumed.write({"step": step, "train_loss": 1.0 / step})
   resumed.close()
   assert tensorboard_steps(tmp_path) == list(range(1, 10))
+
+
+def test_on_gcs_each_byte_of_the_records_and_events_is_uploaded_once(gcs_root, tmp_path, monkeypatch):
+  """An object cannot be appended to: metrics.jsonl was rewritten whole at every flush and tensorboardX's gs://
+  writer uploaded its whole event file at every flush, so a run uploaded the square of its length. Now each
+  flush appends (an upload of the new bytes and a compose), and a cut back uploads the history once."""
+  monkeypatch.setenv("SCALING_CACHE_DIR", str(tmp_path / "cache"))
+  monkeypatch.setattr(event_file_writer.time, "time", lambda: 1_800_000_000.0)  # every file in one second
+  uploaded = []
+  gcs = storage._gcs()  # the one filesystem object that storage uploads through (fsspec caches it)
+  pipe = gcs.pipe_file
+
+  def counted(path, data, *args, **kwargs):
+    uploaded.append(len(data))
+    return pipe(path, data, *args, **kwargs)
+
+  monkeypatch.setattr(gcs, "pipe_file", counted)
+  run = storage.path(gcs_root)
+
+  def objects() -> list:
+    return [run / "metrics.jsonl", *(run / "tb").iterdir()]
+
+  writer = MetricsWriter(run)
+  for step in range(1, 41):
+    writer.write({"step": step, "train_loss": 1.0 / step, "lr": 1e-3})
+    writer.flush()  # as before a checkpoint: every record is readable on GCS at once
+    assert [r["step"] for r in runs.read_metrics(run)][-1] == step
+  writer.close()
+  assert sum(uploaded) == sum(len(p.read_bytes()) for p in objects())
+  assert tensorboard_steps(run) == list(range(1, 41))
+
+  uploaded.clear()
+  resumed = MetricsWriter(run, start_step=20)
+  for step in range(21, 31):
+    resumed.write({"step": step, "train_loss": 1.0 / step})
+  resumed.close()
+  assert [r["step"] for r in runs.read_metrics(run)] == list(range(1, 31))
+  assert tensorboard_steps(run) == list(range(1, 31))
+  assert sum(uploaded) == sum(len(p.read_bytes()) for p in objects())
+  assert not [p.name for p in run.iterdir() if p.name.startswith(".append")]

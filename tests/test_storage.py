@@ -69,3 +69,26 @@ def test_a_read_sees_one_whole_version_of_a_file_replaced_meanwhile(where, tmp_p
   assert set(seen) <= {old, new}, [t for t in seen if t not in (old, new)][:3]
   with pytest.raises(FileNotFoundError):
     storage.read_text(root / "missing.json")
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_appends_and_a_mirror_of_a_growing_file(where, tmp_path, request):
+  root = storage.path(tmp_path / "root" if where == "local" else request.getfixturevalue("gcs_root"))
+  if where == "local":
+    root.mkdir()
+  f = root / "metrics.jsonl"
+  storage.append_bytes(f, b"")  # nothing to append: nothing written
+  assert not f.exists()
+  storage.append_bytes(f, b"one\n")
+  storage.append_bytes(f, b"two\n")
+  assert storage.read_text(f) == "one\ntwo\n"
+  assert [p.name for p in root.iterdir()] == ["metrics.jsonl"]  # no temporary object left behind
+  local = tmp_path / "train.log"
+  local.write_text("a\n")
+  mirror = storage.AppendMirror(local, root / "train.log")
+  mirror.sync()
+  with open(local, "a") as out:
+    out.write("b\n")
+  mirror.sync()
+  mirror.sync()
+  assert storage.read_text(root / "train.log") == "a\nb\n"

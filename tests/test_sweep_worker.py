@@ -2,12 +2,13 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 from ckpt_testlib import REPO, scaling_env  # noqa: F401  (a pytest fixture)
 from sweep_testlib import curve, run_ids, run_sweep, spec, state
 
-from scaling import runs
+from scaling import runs, storage
 from scaling.sweep import worker
 
 COOLDOWNS = ("sweep.parts = [@cooldowns()]", "grid.params = None", "cooldowns.params = [16000]",
@@ -47,3 +48,22 @@ def test_a_run_that_fails_before_training_is_recorded_failed(tmp_path):
   status = runs.read_status(run)
   assert status["state"] == "failed" and "no_such_configurable" in status["reason"]
   assert "scaling train: error:" in (run / "train.log").read_text()
+
+
+def test_on_gcs_the_run_log_is_appended_to_while_the_run_trains(gcs_root, tmp_path, monkeypatch):
+  """A process cannot write to an object: its output goes to a local file, and what that gains is appended to
+  the run's train.log every runs.REMOTE_FLUSH_S (it used to be uploaded only when the run stopped)."""
+  monkeypatch.setenv("SCALING_CACHE_DIR", str(tmp_path / "cache"))
+  monkeypatch.setattr(runs, "REMOTE_FLUSH_S", 0.05)
+  run = storage.path(gcs_root) / "r1"
+  log = run / "train.log"
+  storage.write_text_atomic(log, "=== an earlier start\n")
+  with worker._run_log(run):
+    print("=== this start", flush=True)
+    deadline = time.monotonic() + 60
+    while "this start" not in storage.read_text(log) and time.monotonic() < deadline:
+      time.sleep(0.05)
+    seen_while_running = storage.read_text(log)
+    print("its last line")
+  assert seen_while_running == "=== an earlier start\n=== this start\n"
+  assert storage.read_text(log) == "=== an earlier start\n=== this start\nits last line\n"

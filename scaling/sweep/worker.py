@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -60,22 +61,37 @@ def _output_to(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _run_log(run_dir: storage.AnyPath) -> Iterator[None]:
-  """Sends this process's output to the run's train.log. On GCS, where a file cannot be appended to, it goes
-  to a local file first, appended to the run's train.log when the run stops (at its end, failure or preemption)."""
+  """Sends this process's output to the run's train.log. On GCS, where the process cannot write to an object,
+  it goes to a local file first, whose new output is appended to the run's train.log every
+  `runs.REMOTE_FLUSH_S` and when the run stops (at its end, failure or preemption)."""
   log = run_dir / root_lib.TRAIN_LOG
   if not storage.is_remote(log):
     with _output_to(log):
       yield
     return
-  earlier = storage.read_text(log) if log.exists() else ""
   local = storage.local_dir(run_dir) / root_lib.TRAIN_LOG
   local.parent.mkdir(parents=True, exist_ok=True)
   local.write_text("")
+  mirror, stop = storage.AppendMirror(local, log), threading.Event()
+  syncer = threading.Thread(target=_sync_until, args=(mirror, stop), daemon=True)
+  syncer.start()
   try:
     with _output_to(local):
       yield
   finally:
-    storage.write_text_atomic(log, earlier + local.read_text())
+    stop.set()
+    syncer.join()
+    mirror.sync()
+
+
+def _sync_until(mirror: storage.AppendMirror, stop: threading.Event) -> None:
+  """Syncs `mirror` every `runs.REMOTE_FLUSH_S` until `stop`; a failed sync is retried at the next one (the log
+  must not stop the run), and the last sync, when the run stops, raises."""
+  while not stop.wait(runs.REMOTE_FLUSH_S):
+    try:
+      mirror.sync()
+    except Exception:
+      pass
 
 
 def _fail(run_dir: storage.AnyPath, reason: str) -> None:
