@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -264,12 +266,33 @@ def _is_abandoned_read(unraisable) -> bool:
   return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
 
 
+class _AbandonedReadTasks(logging.Filter):
+  """Drops asyncio's "... exception was never retrieved" reports of the reads a failed restore leaves behind
+  (Orbax's tasks and gathers, TensorStore's futures); every other record passes."""
+
+  MARKS = ("/orbax/checkpoint/", "OCDBT database", "Encountered error while reading array index")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    if "exception was never retrieved" not in text.split("\n", 1)[0]:
+      return True
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not any(mark in text for mark in self.MARKS)
+
+
+_ABANDONED_READ_TASKS = _AbandonedReadTasks()
+
+
 def _quiet_abandoned_reads() -> None:
   """Keeps a failed restore to its one-line report: Orbax's abandoned reads would print dozens of tracebacks.
 
-  They reach `sys.unraisablehook` (some only when collected, later); this wraps the hook once, passing
-  every other unraisable exception on unchanged.
+  They reach `sys.unraisablehook` (some only when collected, later), asyncio's logger (tasks and futures
+  whose exception nobody retrieved) or a RuntimeWarning (a read never awaited); this wraps the hook and
+  filters the logger and the warning, passing every other report on unchanged.
   """
+  logging.getLogger("asyncio").addFilter(_ABANDONED_READ_TASKS)  # once: a filter already there is not added again
+  warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
   previous = sys.unraisablehook
   if getattr(previous, "quiets_abandoned_reads", False):
     return

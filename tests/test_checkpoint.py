@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import gin
@@ -236,3 +238,26 @@ def test_unrolled_and_scanned_layers_share_one_checkpoint_layout(tmp_path):
     batch = sharding.global_batch(random_batch(np.random.default_rng(0), 8, 16, cfg.vocab_size), mesh_to)
     _, metrics = train.compile_train_step(target, tcfg)(restored.state, batch)
     assert np.isfinite(float(metrics["train_loss"]))
+
+
+def test_a_failed_restore_quiets_the_reads_it_abandons_and_nothing_else(caplog):
+  """What a restore of a corrupt checkpoint leaves behind, as `scaling train` printed it (hundreds of lines
+  after the one-line report, in about half the runs): asyncio's reports of Orbax tasks, gathers and
+  TensorStore futures whose exception nobody retrieved, and a read coroutine never awaited."""
+  checkpoint._quiet_abandoned_reads()
+  log = logging.getLogger("asyncio")
+  read_error = ValueError('OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT database at local file "/x/state/"')
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    log.error("Task exception was never retrieved\nfuture: <Task finished name='Task-209' coro=<async_deserialize() "
+              "done, defined at /venv/site-packages/orbax/checkpoint/_src/serialization/serialization.py:394>>")
+    log.error("_GatheringFuture exception was never retrieved\nfuture: <_GatheringFuture finished exception="
+              "Exception('Encountered error while reading array index: (slice(0, 3, 1),)')>")
+    log.error("Future exception was never retrieved\nfuture: <Future finished>", exc_info=read_error)
+    log.error("Task exception was never retrieved\nfuture: <Task finished coro=<mine() done>>")
+  assert [r.getMessage().splitlines()[0] for r in caplog.records] == ["Task exception was never retrieved"]
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("default")
+    checkpoint._quiet_abandoned_reads()  # its warning filter goes in front of the one just added
+    warnings.warn("coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
+    warnings.warn("coroutine 'mine' was never awaited", RuntimeWarning)
+  assert [str(w.message) for w in caught] == ["coroutine 'mine' was never awaited"]
