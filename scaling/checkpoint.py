@@ -287,13 +287,14 @@ _ABANDONED_READ_TASKS = _AbandonedReadTasks()
 def _quiet_abandoned_reads() -> None:
   """Keeps a failed restore to its one-line report: Orbax's abandoned reads would print dozens of tracebacks.
 
-  They reach `sys.unraisablehook` (some only when collected, later), asyncio's logger (tasks and futures
-  whose exception nobody retrieved) or a RuntimeWarning (a read never awaited); this wraps the hook and
-  filters the logger and the warning, passing every other report on unchanged.
+  They reach `sys.unraisablehook` (some only when collected, later), `sys.excepthook` (results arriving
+  in a closed loop), asyncio's logger (tasks and futures whose exception nobody retrieved) or a
+  RuntimeWarning (a read never awaited); this wraps the hooks and filters the logger and the warning,
+  passing every other report on unchanged. Installed before a restore, since some arrive during it.
   """
   logging.getLogger("asyncio").addFilter(_ABANDONED_READ_TASKS)  # once: a filter already there is not added again
   warnings.filterwarnings("ignore", "coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
-  previous = sys.unraisablehook
+  previous, printer = sys.unraisablehook, sys.excepthook
   if getattr(previous, "quiets_abandoned_reads", False):
     return
 
@@ -301,8 +302,24 @@ def _quiet_abandoned_reads() -> None:
     if not _is_abandoned_read(unraisable):
       previous(unraisable)
 
+  def excepthook(kind, value, tb) -> None:  # TensorStore's callbacks into Orbax's closed loop print through it
+    if not _is_callback_into_closed_loop(value, tb):
+      printer(kind, value, tb)
+
   hook.quiets_abandoned_reads = True
-  sys.unraisablehook = hook
+  sys.unraisablehook, sys.excepthook = hook, excepthook
+
+
+def _is_callback_into_closed_loop(value: BaseException, tb) -> bool:
+  """A RuntimeError 'Event loop is closed' raised by `call_soon_threadsafe`: a read's result arriving after
+  Orbax closed the loop of a failed restore."""
+  if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+    return False
+  names = []
+  while tb is not None:
+    names.append(tb.tb_frame.f_code.co_name)
+    tb = tb.tb_next
+  return "call_soon_threadsafe" in names
 
 
 def first_difference(saved: Any, current: Any, path: str = "") -> str | None:
@@ -411,11 +428,11 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001  (any failure to read means the checkpoint is unusable)
       return None, f"meta unreadable: {_one_line(e)}"
     self._check_compatible(step, meta)
+    _quiet_abandoned_reads()
     try:
       loaded = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(self._stored_target), data=grain.checkpoint.CheckpointRestore(data)))
     except Exception as e:  # noqa: BLE001
-      _quiet_abandoned_reads()
       gc.collect()  # the dropped read coroutines, now rather than at some later moment
       return None, _one_line(e)
     if self._fingerprint(loaded.state) != meta["fingerprint"]:

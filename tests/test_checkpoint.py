@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def test_unrolled_and_scanned_layers_share_one_checkpoint_layout(tmp_path):
     assert np.isfinite(float(metrics["train_loss"]))
 
 
-def test_a_failed_restore_quiets_the_reads_it_abandons_and_nothing_else(caplog):
+def test_a_failed_restore_quiets_the_reads_it_abandons_and_nothing_else(caplog, capsys):
   """What a restore of a corrupt checkpoint leaves behind, as `scaling train` printed it (hundreds of lines
   after the one-line report, in about half the runs): asyncio's reports of Orbax tasks, gathers and
   TensorStore futures whose exception nobody retrieved, and a read coroutine never awaited."""
@@ -261,3 +262,14 @@ def test_a_failed_restore_quiets_the_reads_it_abandons_and_nothing_else(caplog):
     warnings.warn("coroutine '_read_array_index_and_device_put' was never awaited", RuntimeWarning)
     warnings.warn("coroutine 'mine' was never awaited", RuntimeWarning)
   assert [str(w.message) for w in caught] == ["coroutine 'mine' was never awaited"]
+
+
+  def call_soon_threadsafe():  # where asyncio raises it, as TensorStore's callback thread printed it
+    raise RuntimeError("Event loop is closed")
+
+  for fail in (call_soon_threadsafe, lambda: (_ for _ in ()).throw(RuntimeError("Event loop is closed"))):
+    try:
+      fail()
+    except RuntimeError as e:
+      sys.excepthook(type(e), e, e.__traceback__)
+  assert capsys.readouterr().err.count("RuntimeError: Event loop is closed") == 1  # the second, raised elsewhere
