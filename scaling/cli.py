@@ -28,8 +28,16 @@ _COMMANDS = {
 }
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+  """Reports bad arguments in one line with exit status 2, as every other bad input is (argparse would print
+  the usage block first); its sub-command parsers are of this class too."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(command: str | None) -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
+  parser = _OneLineErrors(prog="scaling", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   wanted = [command] if command in _COMMANDS else list(_COMMANDS)
   seen = set()
@@ -52,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   command = next((a for a in argv if not a.startswith("-")), None)
   parser = _parser(command)
-  args = parser.parse_args(argv)
+  args, unknown = parser.parse_known_args(argv)
+  if unknown:
+    prog = f"scaling {args.command}" if args.command else "scaling"
+    parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
   if args.command is None:
     parser.print_help()
     return 2

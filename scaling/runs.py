@@ -324,21 +324,21 @@ class MetricsAppender:
       self._file.close()
 
 
-def check_run_dir(run_dir: AnyPath) -> AnyPath:
+def check_run_dir(run_dir: AnyPath, flag: str = "--run_dir") -> AnyPath:
   """A usable run directory path: not a file, and it (or the nearest existing ancestor, where the missing
   directories will be created) is a writable directory. A gs:// URL must not name an object; whether the
   bucket lets us write is known at the first write."""
   run_dir = storage.path(run_dir)
   storage.check_bucket(run_dir)
   if run_dir.exists() and not run_dir.is_dir():
-    raise UserError(f"--run_dir {run_dir} is a file, not a directory")
+    raise UserError(f"{flag} {run_dir} is a file, not a directory")
   if storage.is_remote(run_dir):
     return run_dir
   existing = run_dir.absolute()
   while not existing.exists():
     existing = existing.parent
   if not existing.is_dir():
-    raise UserError(f"--run_dir {run_dir}: {existing} is a file, so the directory cannot be created")
+    raise UserError(f"{flag} {run_dir}: {existing} is a file, so the directory cannot be created")
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise UserError(f"--run_dir {run_dir}: {existing} is not writable")
+    raise UserError(f"{flag} {run_dir}: {existing} is not writable")
   return run_dir

@@ -77,11 +77,14 @@ def test_cli_fit_downstream_then_chain(tmp_path):
   r = scaling("fit-downstream", table, "--columns", "loss=c4,error=top1_err", "--bootstrap", "20", "--out", out)
   assert r.returncode == 0, r.stderr
   assert "gamma =" in r.stdout and json.loads(out.read_text())["kind"] == "downstream"
+  assert ": error from loss" in r.stdout and "convention" not in r.stdout  # no sizes, no counting convention
   loss_fit = tmp_path / "fit.json"
   loss_fit.write_text(json.dumps(fit_record()))
   p = scaling("predict", loss_fit, "--N", "1e9", "--D", "2e10", "--downstream", out)
   assert p.returncode == 0, p.stderr
   assert p.stdout.splitlines()[0].startswith("loss = ") and "error = " in p.stdout and "interval" in p.stdout
+  own = scaling("predict", out, "--at", "L=3.0")  # the downstream law alone predicts an error, and says so
+  assert own.returncode == 0 and own.stdout.startswith("error = "), own.stdout + own.stderr
   bad = tmp_path / "one.csv"
   pd.DataFrame({"c4": [3.0], "top1_err": [0.6]}).to_csv(bad, index=False)
   r = scaling("fit-downstream", bad, "--columns", "loss=c4,error=top1_err", "--out", tmp_path / "x.json")

@@ -100,6 +100,10 @@ def test_a_sweeps_planned_budget_groups_the_points():
   assert [r["C"] for r in found] == [1e18, 2e18, 4e18] and found[0]["found_by"] == "sweep budget (run.json)"
   opt = isoflop.minima(df)
   assert opt["C"].tolist() == [1e18, 2e18, 4e18]
+  mixed = df.copy()
+  mixed.loc[mixed.index[:5], "budget"] = 0.0  # a root that also holds grid runs: they carry no budget
+  with pytest.raises(UserError, match=r"5 of 75 points have no IsoFLOP budget .* --filter 'budget > 0'"):
+    isoflop.check_points(mixed, 0.1)  # they used to be clustered by C with the rest, silently
 
 
 def test_approach2_minima_on_scattered_compute_are_one_per_real_budget():

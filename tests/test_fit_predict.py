@@ -59,6 +59,8 @@ def test_read_and_input_errors(tmp_path):
     predict.read(tmp_path / "other.json")
   with pytest.raises(UserError, match="give --D"):
     predict.loss_at(fit_record(), {"N": 1e9})
+  with pytest.raises(UserError, match="law chinchilla predicts from N, D, not U"):  # it was ignored
+    predict.loss_at(fit_record(), {"N": 1e9, "D": 1e10, "U": 2.5e10})
   alloc = {"law": "isoflop", "approach": 2, "params": {"a": 0.5, "k_N": 0.1, "b": 0.5, "k_D": 1.0}}
   with pytest.raises(UserError, match="use --compute"):
     predict.loss_at(alloc, {"N": 1e9})

@@ -81,3 +81,18 @@ def test_an_isoflop_sweep_root_loads_into_fit_grouped_by_planned_budget(tmp_path
 def test_status_of_something_that_is_not_a_sweep_root(tmp_path, scaling_env):
   result = run_cli("status", str(tmp_path), env=scaling_env)
   assert result.returncode == 2 and "not a sweep root" in result.stderr
+
+
+def test_bad_roots_and_too_many_workers_stop_before_the_root_is_written(tmp_path, scaling_env):
+  """One line naming the flag, exit 2, nothing written (too many workers used to be found after the root was)."""
+  root = tmp_path / "root"
+  result = run_cli("sweep", str(TINY), f"--root={root}", "--workers=999", env=scaling_env)
+  assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+      "scaling sweep: error: --workers=999 is more than this machine's " + result.stderr.split("machine's ")[1].strip()]
+  assert not root.exists()
+  afile = tmp_path / "o.txt"
+  afile.write_text("x")
+  result = run_cli("sweep", str(TINY), f"--root={afile / 'sub'}", env=scaling_env)
+  assert result.returncode == 2 and f"error: --root {afile / 'sub'}: {afile} is a file" in result.stderr
+  result = run_cli("status", str(afile), env=scaling_env)
+  assert result.returncode == 2 and result.stderr.strip() == f"scaling status: error: {afile}: a file, not a sweep root"

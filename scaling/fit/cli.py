@@ -224,9 +224,13 @@ def _iv(fit_: Mapping[str, Any], key: str) -> str:
 
 def summary(fit_: Mapping[str, Any]) -> str:
   """Human-readable summary of a fit record (parameters to 6 significant digits, intervals, warnings)."""
-  lines = [f"law {fit_['law']} (approach {fit_['approach']}): {fit_.get('formula', '')}",
-           f"points {fit_['n_points']} from {fit_['n_runs']} runs; convention {fit_['convention'].get('name')}: "
-           f"N = {fit_['convention'].get('N')}, C = {fit_['convention'].get('C')}"]
+  if fit_.get("target"):  # a downstream fit: the error from the loss, no sizes and no counting convention
+    lines = [f"law {fit_['law']}: {fit_.get('formula', '')}",
+             f"points {fit_['n_points']}: {fit_['target']} from {fit_.get('input', 'loss')}"]
+  else:
+    lines = [f"law {fit_['law']} (approach {fit_['approach']}): {fit_.get('formula', '')}",
+             f"points {fit_['n_points']} from {fit_['n_runs']} runs; convention {fit_['convention'].get('name')}: "
+             f"N = {fit_['convention'].get('N')}, C = {fit_['convention'].get('C')}"]
   level = int(round(100 * fit_.get("level", 0.95)))
   for k, v in fit_["params"].items():
     lines.append(f"  {k:>8} = {_g(v)}{_iv(fit_, k)}")
@@ -297,8 +301,8 @@ def run_predict(args: argparse.Namespace) -> int:
   level = int(round(100 * fit_.get("level", 0.95)))
   fmt = lambda r: _g(r["value"]) + (f"  ({level}% interval {_g(r['interval'][0])} to {_g(r['interval'][1])})"
                                     if "interval" in r else "")
-  if "loss" in result:
-    print(f"loss = {fmt(result['loss'])}")
+  if "loss" in result:  # a downstream fit's own prediction (`--at L=...`) is an error, not a loss
+    print(f"{fit_.get('target', 'loss')} = {fmt(result['loss'])}")
   if "optimum" in result:
     o = result["optimum"]
     print(f"C = {_g(args.compute)}: N* = {fmt(o['N'])}\n  D* = {fmt(o['D'])}\n  L* = {fmt(o['loss'])}")

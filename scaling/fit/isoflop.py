@@ -216,7 +216,14 @@ def allocation_vector(fit_: AllocationFit) -> np.ndarray:
 
 
 def check_points(df: pd.DataFrame, tol: float) -> None:
-  """Raises a UserError when the points span a single compute budget (no allocation can be fitted)."""
+  """Raises a UserError when some points carry a planned budget and others do not (a sweep root holding
+  other parts than IsoFLOP profiles), or when the points span a single budget (no allocation can be fitted)."""
+  if "budget" in df.columns:
+    planned = pd.to_numeric(df["budget"], errors="coerce")
+    has = (planned > 0).to_numpy()
+    if has.any() and not has.all():
+      raise UserError(f"approach 2: {int((~has).sum())} of {len(df)} points have no IsoFLOP budget (runs of another "
+                      "sweep part); select the IsoFLOP runs with --filter 'budget > 0'")
   if len(np.unique(budget_ids(df, tol))) < 2:
     raise UserError(f"approach 2 needs points at 2 or more compute budgets; all {len(df)} points are at one "
                     f"budget C = {df['C'].iloc[0]:.4g} (within --budget_tol={tol})")

@@ -126,7 +126,7 @@ def require(df: pd.DataFrame, needed: Iterable[str], what: str) -> pd.DataFrame:
   """Checks the columns a fit needs: present, numeric, finite and positive; names the first offence."""
   for col in needed:
     if col not in df.columns:
-      raise UserError(f"{what} needs column {col!r}; the input has {', '.join(map(str, df.columns))} "
+      raise UserError(f"{input_name(df)}: {what} needs column {col!r}; it has {', '.join(input_columns(df))} "
                       f"(map it with --columns {col}=<column>)")
     values = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
     for bad, why in ((np.isnan(values), "is NaN or not a number"), (values <= 0, "is not positive"),
@@ -134,8 +134,21 @@ def require(df: pd.DataFrame, needed: Iterable[str], what: str) -> pd.DataFrame:
       if bad.any():
         i = int(np.flatnonzero(bad)[0])
         src = df["source"].iloc[i] if "source" in df.columns else "input"
-        raise UserError(f"{src}: column {col!r} {why} at row {_row(df, i)} (value {df[col].iloc[i]!r})")
+        value = df[col].iloc[i]
+        raise UserError(f"{src}: column {col!r} {why} at row {_row(df, i)} "
+                        f"(value {(value.item() if hasattr(value, 'item') else value)!r})")
   return df
+
+
+def input_name(df: pd.DataFrame) -> str:
+  """The file(s) or directories a loaded table came from, for an error message."""
+  sources = list(dict.fromkeys(map(str, df["source"]))) if "source" in df.columns else []
+  return ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "") if sources else "the input"
+
+
+def input_columns(df: pd.DataFrame) -> list[str]:
+  """The columns the user's input has: a table's own header (`attrs['raw']`), else all but the loader's."""
+  return list(map(str, df.attrs.get("raw") or [c for c in df.columns if c not in ("source", "row")]))
 
 
 def _row(df: pd.DataFrame, i: int) -> str:

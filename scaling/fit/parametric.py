@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import UserError
-from scaling.fit import laws, objectives
+from scaling.fit import laws, load, objectives
 
 TOP_OPTIMA = 8
 
@@ -57,8 +57,8 @@ def columns(df: pd.DataFrame, law: laws.Law) -> dict[str, np.ndarray]:
   """The law's input columns of `df` as float arrays, or a UserError naming the missing ones."""
   missing = [c for c in law.inputs if c not in df.columns]
   if missing:
-    raise UserError(f"law {law.name} needs column(s) {', '.join(missing)}; the input has {', '.join(map(str, df.columns))}"
-                    " (map them with --columns NAME=column)")
+    raise UserError(f"{load.input_name(df)}: law {law.name} needs column(s) {', '.join(missing)}; it has "
+                    f"{', '.join(load.input_columns(df))} (map them with --columns NAME=column)")
   return {c: df[c].to_numpy(np.float64) for c in law.inputs}
 
 

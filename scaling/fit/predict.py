@@ -95,6 +95,10 @@ def loss_draws(fit_: Mapping[str, Any], at: Mapping[str, float]) -> tuple[float,
   """Predicted loss at the given inputs: the point estimate and one value per stored bootstrap sample."""
   if fit_["approach"] == 3:
     law = laws.get(fit_["law"])
+    readable = set(law.inputs) | ({"N", "D"} if "C" in law.inputs else set())
+    unknown = [name for name in at if name not in readable]
+    if unknown:
+      raise UserError(f"law {law.name} predicts from {', '.join(law.inputs)}, not {unknown[0]}")
     at = with_compute(fit_, law, at)
     missing = [c for c in law.inputs if c not in at]
     if missing:

@@ -113,6 +113,10 @@ def sweep(args: argparse.Namespace) -> int:
     from scaling.launch import tpu
 
     tpu.preflight(storage.absolute(storage.path(args.root)), specs)
+  if args.launcher == "local":
+    from scaling.sweep import local
+
+    local.device_slots(args.workers)  # too many workers stops the sweep before its root is written
   root = root_lib.check_root(args.root)
   for w in warnings:
     print(f"scaling sweep: warning: {w}", file=sys.stderr)

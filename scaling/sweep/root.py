@@ -22,7 +22,7 @@ def check_root(root: AnyPath) -> AnyPath:
   """A usable sweep root: a directory (or creatable) or a gs:// URL, and not itself a run directory."""
   root = storage.path(root)
   if storage.is_remote(root) or not root.is_dir():
-    root = runs.check_run_dir(root)  # for a gs:// root it checks the bucket first, before any listing
+    root = runs.check_run_dir(root, "--root")  # for a gs:// root it checks the bucket first, before any listing
   if runs.is_run_dir(root):
     raise UserError(f"--root {root} is a run directory, not a sweep root")
   return root
@@ -64,7 +64,7 @@ def read_specs(root: AnyPath) -> list[ml_collections.ConfigDict]:
   """Every run spec under a sweep root, in a stable order (part, budget, N, tokens, seed)."""
   root = storage.path(root)
   if not root.is_dir():
-    raise UserError(f"{root}: no such sweep root")
+    raise UserError(f"{root}: {'a file, not a sweep root' if root.exists() else 'no such sweep root'}")
   specs = [read_spec(p.parent) for p in sorted(root.glob(f"*/{SPEC_JSON}"))]
   if not specs:
     raise UserError(f"{root}: not a sweep root (no <run_id>/{SPEC_JSON} under it)")
