@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   try:
     return int(args.func(args) or 0)
-  except UserError as e:
-    print(f"scaling {args.command}: error: {e}", file=sys.stderr)
+  except UserError as e:  # gin appends "In call to configurable ..." lines to errors raised inside a configurable
+    text = "\n".join(l for l in str(e).splitlines() if not l.strip().startswith("In call to configurable"))
+    print(f"scaling {args.command}: error: {text}", file=sys.stderr)
     return UserError.exit_code
   except KeyboardInterrupt:
     print(f"scaling {args.command}: interrupted", file=sys.stderr)

@@ -59,13 +59,18 @@ def resolve_gin_file(name: str) -> Path:
   raise UserError(f"gin file {name!r} does not exist")
 
 
-def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files (with includes resolved against the package and its configs/) and bindings."""
-  gin.clear_config()
+def use_package_configs() -> None:
+  """Makes gin read plain files and find includes under the package and its configs/ (`SEARCH_PATH`)."""
   _plain_files_only()
   for root in SEARCH_PATH:
     if str(root) not in gin.config._LOCATION_PREFIXES:  # add_config_file_search_path does not dedupe
       gin.add_config_file_search_path(str(root))
+
+
+def parse(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Parses gin files (with includes resolved against the package and its configs/) and bindings."""
+  gin.clear_config()
+  use_package_configs()
   gin_files = [resolve_gin_file(f) for f in gin_files]
   errors = (ValueError, SyntaxError, IOError, KeyError, TypeError)
   try:

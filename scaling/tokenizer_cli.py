@@ -11,6 +11,7 @@ import pathlib
 
 import gin
 
+from scaling import config
 from scaling.errors import UserError
 
 
@@ -30,10 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_gin(files: list[str], bindings: list[str]) -> None:
-  """Parses gin files and bindings, ignoring configurables this command does not use."""
-  for path in files:
-    if not pathlib.Path(path).is_file():
-      raise UserError(f"gin file {path} does not exist")
+  """Parses gin files and bindings as `scaling train` does (files and includes also under the package's
+  configs/), ignoring configurables this command does not use."""
+  config.use_package_configs()
+  files = [str(config.resolve_gin_file(f)) for f in files]
   try:
     gin.parse_config_files_and_bindings(files, bindings, skip_unknown=True)
   except OSError as e:
@@ -47,6 +48,10 @@ def run_train(args: argparse.Namespace) -> int:
   from scaling.data import dataset, tokenizers  # pylint: disable=g-import-not-at-top
   if args.vocab_size < 260:
     raise UserError(f"--vocab_size {args.vocab_size} is too small: the model holds 256 byte pieces plus specials")
+  out = pathlib.Path(args.out)
+  blocker = next((p for p in out.parents if p.exists()), None)
+  if blocker is not None and not blocker.is_dir():
+    raise UserError(f"--out {args.out}: {blocker} is a file, so the directory cannot be created")
   parse_gin(args.gin_file, args.gin_bindings)
   ds = dataset.make_dataset(tokenizer="bytes", tokenizer_model=None, vocab_size=None)
   texts = ds.train_texts if args.split == "train" else ds.validation_texts

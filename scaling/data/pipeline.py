@@ -196,7 +196,7 @@ def train_batches(stream: packing.TokenStream, tokenizer: Tokenizer, spec: Strea
     raise UserError(f"the training split of {name} holds {stream.num_tokens} tokens, not one sequence of "
                     f"seq_len = {spec.seq_len}")
   if spec.unique_tokens is not None and plan_unique(spec.unique_tokens, spec.seq_len)[0] > available:
-    raise UserError(f"unique_tokens = {spec.unique_tokens} exceeds the {available * spec.seq_len} tokens of the "
+    raise UserError(f"train.unique_tokens = {spec.unique_tokens} exceeds the {available * spec.seq_len} tokens of the "
                     f"training split of {name} ({available} sequences of {spec.seq_len})")
   ds = PackedBatches(stream, tokenizer, spec, read_threads)
   if prefetch > 0:

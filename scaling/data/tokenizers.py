@@ -143,6 +143,8 @@ def train_sentencepiece(texts: Iterable[bytes], out: str | pathlib.Path, *, voca
         remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
         unk_id=0, bos_id=-1, eos_id=1, pad_id=2, user_defined_symbols=["\n"], minloglevel=2)
   except RuntimeError as e:
-    raise UserError(f"SentencePiece training for {out} failed: {str(e).splitlines()[-1]}") from None
+    why = str(e).splitlines()[-1].replace(  # our command has --vocab_size but no character coverage knob
+        "Increase vocab_size or decrease character_coverage with --character_coverage option.", "Increase --vocab_size.")
+    raise UserError(f"SentencePiece training for {out} failed: {why}") from None
   out.write_bytes(model.getvalue())
   return out
