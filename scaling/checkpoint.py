@@ -322,6 +322,12 @@ def _is_callback_into_closed_loop(value: BaseException, tb) -> bool:
   return "call_soon_threadsafe" in names
 
 
+def step_directories(run_dir: storage.AnyPath) -> list[int]:
+  """The steps of a run's checkpoint directories, read from their names (committed or not; no Orbax)."""
+  directory = storage.path(run_dir) / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 def first_difference(saved: Any, current: Any, path: str = "") -> str | None:
   """The first key where two JSON values differ, as 'key: saved X, now Y', or None when equal."""
   if isinstance(saved, dict) and isinstance(current, dict):
@@ -446,7 +452,13 @@ class Checkpointer:
     order and batch geometry), while the token budget and the schedule may differ.
     """
     directory = storage.absolute(storage.path(parent_dir)) / "checkpoints"
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # Orbax warns that a read-only manager is read-only, in two lines
+    try:
+      manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    finally:
+      absl_log.setLevel(level)
     try:
       steps = sorted(manager.all_steps())
       if not steps:

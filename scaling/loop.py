@@ -317,12 +317,15 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
     print(f"scaling train: {run_dir} is already done (step {status['step']}); nothing to do", file=sys.stderr)
     return status
   if branch is not None:
-    _check_branch_parent(branch[0], identity)
+    _check_branch_parent(*branch, identity)
   t, pi, pc = cfgs.train, jax.process_index(), jax.process_count()
   eval_batches = cfgs.dataset.eval_batches(seq_len=t.seq_len, batch_size=_eval_batch_size(t), num_tokens=t.eval_tokens,
                                            process_index=pi, process_count=pc)
   is_writer = pi == 0
   say = _reporter(is_writer)
+  if t.unique_tokens is not None and t.unique_tokens > cfgs.dataset.train_tokens:  # before the run directory exists
+    raise UserError(f"train.unique_tokens = {t.unique_tokens} exceeds the {cfgs.dataset.train_tokens:,} tokens of the "
+                    f"training split of {cfgs.dataset.name}")
   note = repetition_note(cfgs)
   if note:
     say(note)
@@ -343,11 +346,15 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
     keeper.stop()
 
 
-def _check_branch_parent(parent: Path, identity: dict) -> None:
-  """The parent run must have the same model, data and batch geometry as the branch (checked on run.json)."""
+def _check_branch_parent(parent: Path, step: int | None, identity: dict) -> None:
+  """The parent run must have the same model, data and batch geometry as the branch (checked on run.json), and
+  a checkpoint at `step`: both before the branch's run directory is made."""
   info = runs.read_run_info(parent)
   if info is None:
     raise UserError(f"--branch_from: {parent} has no run.json")
+  steps = checkpoint.step_directories(parent)
+  if step is not None and step not in steps:
+    raise UserError(f"--branch_from: {parent} has no checkpoint at step {step}; it has {steps}")
   difference = branch_difference(info_identity(info), identity)
   if difference:
     raise UserError(f"--branch_from: {parent} trained another model or data order ({difference})")

@@ -44,7 +44,10 @@ def test_branch_equals_a_run_trained_straight_through(tmp_path, scaling_env):
   assert "Traceback" not in other.stderr and not (tmp_path / "wide").exists()
   missing = subprocess.run(train_args(tmp_path / "x", *WSD, extra=(f"--branch_from={parent}@7",)),
                            env=scaling_env, capture_output=True, text=True, timeout=300)
-  assert missing.returncode == 2 and "no checkpoint at step 7" in missing.stderr, missing.stderr
+  assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+      f"scaling train: error: --branch_from: {parent} has no checkpoint at step 7; it has [10, 20, 30, 40]"]
+  assert not (tmp_path / "x").exists()  # refused before the run directory is made (it was left 'failed')
+  assert "WARNING" not in out  # Orbax's two lines about opening the parent read-only
 
 
 def test_done_run_with_another_config_exits_2_but_cadence_may_change(tmp_path, scaling_env):

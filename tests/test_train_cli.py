@@ -30,6 +30,7 @@ def _bindings(*extra):
         ("train.tokens = -100", "train.tokens must be a positive integer"),
         ("model.size = 'huge'", "model.size='huge' is not a known size"),
         ("train.tokens = ", "bad --gin_bindings='train.tokens = '"),
+        ("train.unique_tokens = 1000000000000", "train.unique_tokens = 1000000000000 exceeds the"),
     ],
 )
 def test_bad_bindings_exit_2_with_one_line(tmp_path, binding, message):
