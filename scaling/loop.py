@@ -323,9 +323,7 @@ def run(run_dir: str | Path, mesh_text: str = "-1x1x1", stream_wrapper: Callable
                                            process_index=pi, process_count=pc)
   is_writer = pi == 0
   say = _reporter(is_writer)
-  if t.unique_tokens is not None and t.unique_tokens > cfgs.dataset.train_tokens:  # before the run directory exists
-    raise UserError(f"train.unique_tokens = {t.unique_tokens} exceeds the {cfgs.dataset.train_tokens:,} tokens of the "
-                    f"training split of {cfgs.dataset.name}")
+  cfgs.dataset.check_unique_tokens(t.unique_tokens, t.seq_len)  # before the run directory exists
   note = repetition_note(cfgs)
   if note:
     say(note)

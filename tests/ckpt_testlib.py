@@ -85,9 +85,10 @@ def curve(run_dir: Path) -> list[dict]:
 
 
 def committed_steps(run_dir: Path) -> list[int]:
-  """Checkpoint steps whose directories are in place (committed)."""
-  directory = Path(run_dir) / "checkpoints"
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+  """Checkpoint steps whose directories are in place (committed: on a local disk Orbax renames a finished save)."""
+  from scaling import checkpoint
+
+  return checkpoint.step_directories(run_dir)
 
 
 def unfinished_saves(run_dir: Path) -> list[str]:

@@ -82,6 +82,10 @@ class Dataset:
     """Targets the validation split holds: the most `train.eval_tokens` can ask for (less a tail < seq_len)."""
     return max(self.validation_stream.num_tokens - 1, 0)
 
+  def check_unique_tokens(self, unique_tokens: int | None, seq_len: int) -> None:
+    """Raises a one-line UserError naming train.unique_tokens when the training split cannot supply it."""
+    pipeline.check_unique_tokens(unique_tokens, seq_len, self.train_stream, self.name)
+
   def check_eval_tokens(self, num_tokens: int, seq_len: int) -> None:
     """Raises a one-line UserError naming train.eval_tokens when the validation split cannot supply it."""
     pipeline.check_eval_tokens(num_tokens, seq_len, self.validation_stream, self.name)

@@ -195,9 +195,7 @@ def train_batches(stream: packing.TokenStream, tokenizer: Tokenizer, spec: Strea
   if available == 0:
     raise UserError(f"the training split of {name} holds {stream.num_tokens} tokens, not one sequence of "
                     f"seq_len = {spec.seq_len}")
-  if spec.unique_tokens is not None and plan_unique(spec.unique_tokens, spec.seq_len)[0] > available:
-    raise UserError(f"train.unique_tokens = {spec.unique_tokens} exceeds the {available * spec.seq_len} tokens of the "
-                    f"training split of {name} ({available} sequences of {spec.seq_len})")
+  check_unique_tokens(spec.unique_tokens, spec.seq_len, stream, name)
   ds = PackedBatches(stream, tokenizer, spec, read_threads)
   if prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
@@ -209,6 +207,14 @@ def train_batches(stream: packing.TokenStream, tokenizer: Tokenizer, spec: Strea
 def eval_sequences(num_sequences: int, count: int) -> np.ndarray:
   """Returns `count` distinct sequence indices spread evenly over range(num_sequences): the fixed eval sample."""
   return (np.arange(count, dtype=np.int64) * num_sequences) // count
+
+
+def check_unique_tokens(unique_tokens: int | None, seq_len: int, stream: packing.TokenStream, name: str) -> None:
+  """Raises a UserError naming train.unique_tokens when its whole sequences exceed the training split's."""
+  available = stream.num_sequences(seq_len)
+  if unique_tokens is not None and plan_unique(unique_tokens, seq_len)[0] > available:
+    raise UserError(f"train.unique_tokens = {unique_tokens} exceeds the {available * seq_len} tokens of the "
+                    f"training split of {name} ({available} sequences of {seq_len})")
 
 
 def check_eval_tokens(num_tokens: int, seq_len: int, stream: packing.TokenStream, name: str) -> None:
