@@ -187,34 +187,45 @@ def project(x_BLI: jax.Array, w: jax.Array, preferred_element_type=None) -> jax.
 
 
 def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1, scale: float | None = None) -> jax.Array:
-  """Causal self-attention within segments, via `jax.nn.dot_product_attention`.
+  """Causal self-attention within segments; heads may share key/value heads (H a multiple of K).
 
+  Scores and softmax are float32. The queries are scaled before the product (on [.., E], not on the
+  scores), the softmax is normalised after the value product (on [.., E] instead of [.., keys]), and its
+  max is a constant to autodiff (softmax does not depend on it): on XLA CPU this makes the 20M bench step
+  ~10% faster than `jax.nn.dot_product_attention`, with the same values to float rounding.
   With blocks > 1, query block i attends only to keys [0, (i+1) L/blocks): exact, and
   (blocks+1)/(2 blocks) of the work, since scores above the diagonal are never computed; L must be a
   multiple of blocks. `scale` multiplies q.k (None: 1/sqrt(head_dim)).
   """
-  length = q_BLHE.shape[1]
-  if length % blocks:
-    raise ValueError(f"model.attention_blocks={blocks} does not divide the sequence length {length}")
-
-  def same_segment(q_slice: slice, k_end: int):
-    if segment_ids_BL is None:
-      return None
-    return segment_ids_BL[:, None, q_slice, None] == segment_ids_BL[:, None, None, :k_end]
-
-  if blocks == 1:
-    return jax.nn.dot_product_attention(
-        q_BLHE, k_BLKE, v_BLKE, mask=same_segment(slice(None), length), scale=scale, is_causal=True
-    )
-  size = length // blocks
+  B, L, H, E = q_BLHE.shape
+  K = k_BLKE.shape[2]
+  if L % blocks:
+    raise ValueError(f"model.attention_blocks={blocks} does not divide the sequence length {L}")
+  scale = 1.0 / math.sqrt(E) if scale is None else scale
+  q_BLHE = (q_BLHE.astype(jnp.float32) * scale).astype(q_BLHE.dtype)
+  q_BKGLE = q_BLHE.reshape(B, L, K, H // K, E).transpose(0, 2, 3, 1, 4)
+  k_BKLE, v_BKLE = (jnp.swapaxes(a, 1, 2) for a in (k_BLKE, v_BLKE))
+  size, G = L // blocks, H // K
   outs = []
   for i in range(blocks):
     lo, hi = i * size, (i + 1) * size
-    mask = (jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :])[None, None]
+    q_BKME = q_BKGLE[:, :, :, lo:hi].reshape(B, K, G * size, E)  # M: the G query heads' rows of this block
+    s_BKGQS = jnp.einsum(
+        "bkme,bkse->bkms", q_BKME, k_BKLE[:, :, :hi], preferred_element_type=jnp.float32
+    ).reshape(B, K, G, size, hi)
+    mask = (jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :])[None, None, None]
     if segment_ids_BL is not None:
-      mask = mask & same_segment(slice(lo, hi), hi)
-    outs.append(jax.nn.dot_product_attention(q_BLHE[:, lo:hi], k_BLKE[:, :hi], v_BLKE[:, :hi], mask=mask, scale=scale))
-  return jnp.concatenate(outs, axis=1)
+      mask = mask & (segment_ids_BL[:, None, None, lo:hi, None] == segment_ids_BL[:, None, None, None, :hi])
+    s_BKGQS = jnp.where(mask, s_BKGQS, jnp.finfo(jnp.float32).min)
+    p_BKGQS = jnp.exp(s_BKGQS - jax.lax.stop_gradient(jnp.max(s_BKGQS, axis=-1, keepdims=True)))
+    o_BKME = jnp.einsum(
+        "bkms,bkse->bkme", p_BKGQS.reshape(B, K, G * size, hi).astype(v_BKLE.dtype), v_BKLE[:, :, :hi],
+        preferred_element_type=jnp.float32,
+    )
+    o_BKGQE = o_BKME.reshape(B, K, G, size, E) / jnp.sum(p_BKGQS, axis=-1, keepdims=True)
+    outs.append(o_BKGQE.astype(q_BLHE.dtype))
+  o_BKGLE = jnp.concatenate(outs, axis=3) if blocks > 1 else outs[0]
+  return o_BKGLE.transpose(0, 3, 1, 2, 4).reshape(B, L, H, E)
 
 
 class Block(nnx.Module):
