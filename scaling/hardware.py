@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import jax.numpy as jnp
 
 from scaling import cache
 
-# Substring of `device.device_kind` (lower-case) -> dense bf16 peak FLOP/s per chip.
-# Longest match wins ("tpu v5 lite" before "tpu v5").
+# Words of `device.device_kind` (lower-case) -> dense bf16 peak FLOP/s per chip.
+# Longest match wins ("tpu v5 lite" before "tpu v5"); a key matches whole words only ("h1000" is no "h100").
 DEVICE_PEAKS: dict[str, float] = {
     "tpu v4": 275e12,
     "tpu v5 lite": 197e12,
@@ -32,13 +33,14 @@ DEVICE_PEAKS: dict[str, float] = {
     "h100 pcie": 756e12,
     "h100": 989e12,
     "h200": 989e12,
+    "gh200": 989e12,
 }
 
 
 def declared_peak(device_kind: str) -> float | None:
   """The declared per-chip peak for a device kind, or None when the kind is not in the table."""
   kind = device_kind.lower()
-  matches = [k for k in DEVICE_PEAKS if k in kind]
+  matches = [k for k in DEVICE_PEAKS if re.search(rf"(?<![a-z0-9]){re.escape(k)}(?![a-z0-9])", kind)]
   return DEVICE_PEAKS[max(matches, key=len)] if matches else None
 
 

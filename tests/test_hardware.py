@@ -11,9 +11,11 @@ from scaling import hardware
     "kind,peak",
     [("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
      ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
-     ("NVIDIA H200", 989e12), ("Some Future Chip", None)],
+     ("NVIDIA H200", 989e12), ("NVIDIA GH200 480GB", 989e12), ("H100", 989e12), ("h100-sxm", 989e12),
+     ("Some Future Chip", None), ("H1000", None), ("XH100", None)],
 )
 def test_declared_peaks(kind, peak):
+  """Keys match whole words: a typo such as H1000 is no H100."""
   assert hardware.declared_peak(kind) == peak
 
 

@@ -51,6 +51,23 @@ def test_allocations_follow_the_mesh_and_the_time_budget():
   assert any("GPU-hours on H100" in line for line in slurm.plan_lines(slurm.plan(specs, cfg), cfg))
 
 
+@pytest.mark.parametrize("bindings,message", [
+    (("slurm.gpus_per_node = 8", "slurm.device_kind = 'H1000'"), r"slurm.device_kind 'H1000' is not a device with a known peak \(one of A100, GH200, H100, H100 PCIE, H200\)"),
+    (("slurm.gpus_per_node = 8", "slurm.device_kind = 'banana'"), "slurm.device_kind 'banana' is not a device"),
+    (("slurm.device_kind = 'H100'",), r"slurm.device_kind = 'H100' needs slurm.gpus_per_node >= 1 \(its peak is per GPU\)"),
+])
+def test_an_unknown_device_kind_or_one_on_cpu_nodes_is_refused(bindings, message):
+  _specs(*bindings)
+  with pytest.raises(UserError, match=message):
+    slurm.read_config()
+
+
+def test_cpu_nodes_are_planned_as_cpu_nodes():
+  specs = _specs()
+  cfg = slurm.read_config()
+  assert slurm.plan_lines(slurm.plan(specs, cfg), cfg) == ["array of 2 run(s), 1 node(s) each (CPU nodes)"]
+
+
 def test_the_batch_script_carries_the_knobs(tmp_path):
   specs = _specs("slurm.partition = 'gpu'", "slurm.account = 'lab'", "slurm.qos = 'high'", "slurm.time = '2:00:00'",
                  "slurm.gpus_per_node = 8", "slurm.sbatch_lines = ['#SBATCH --constraint=h100']",
@@ -74,6 +91,7 @@ def test_bad_cluster_input_exits_2_before_anything_is_written(tmp_path, scaling_
   result = subprocess.run(sweep_args(root, "slurm.time = ''", extra=("--launcher=slurm", "--dry-run")), env=env,
                           capture_output=True, text=True, timeout=300, cwd=REPO)
   assert result.returncode == 2 and "slurm.time must be" in result.stderr, result.stderr
+  assert result.stdout == "", "a bad cluster knob is reported before the plan table is printed"
 
 
 def test_dry_run_prints_the_sbatch_array(tmp_path, scaling_env):
@@ -81,6 +99,9 @@ def test_dry_run_prints_the_sbatch_array(tmp_path, scaling_env):
                           capture_output=True, text=True, timeout=300, cwd=REPO)
   assert result.returncode == 0, result.stderr
   assert "$ sbatch --parsable" in result.stdout and "#SBATCH --array=0-1" in result.stdout
+  # The cluster's plan, not this CPU's: no est column and no time at this machine's peak.
+  assert " est" not in result.stdout.splitlines()[0] and "estimate:" not in result.stdout
+  assert "array of 2 run(s), 1 node(s) each (CPU nodes)" in result.stdout
   assert not (tmp_path / "r").exists()
 
 

@@ -82,6 +82,7 @@ def slurm(partition: str | None = None, account: str | None = None, qos: str | N
     raise ValueError(f"slurm.poll_s must be positive, got {poll_s!r}")
   if max_hours_per_run is not None and not max_hours_per_run > 0:
     raise ValueError(f"slurm.max_hours_per_run must be positive, got {max_hours_per_run!r}")
+  check_device_kind(device_kind, gpus_per_node)
   lines = tuple(sbatch_lines) if not isinstance(sbatch_lines, str) else (sbatch_lines,)
   for line in lines:
     if not line.startswith("#SBATCH "):
@@ -89,6 +90,20 @@ def slurm(partition: str | None = None, account: str | None = None, qos: str | N
   return SlurmConfig(partition, account, qos, time, gpus_per_node, cpus_per_node, max_nodes, max_hours_per_run,
                      device_kind, float(expected_mfu), signal_s, lines,
                      tuple(setup) if not isinstance(setup, str) else (setup,), python, float(poll_s))
+
+
+def check_device_kind(device_kind: str | None, gpus_per_node: int) -> None:
+  """`slurm.device_kind` must name a GPU of the peak table, and only on GPU nodes (its peak is per GPU)."""
+  from scaling import hardware
+
+  if device_kind is None:
+    return
+  known = ", ".join(sorted({k.upper() for k in hardware.DEVICE_PEAKS if not k.startswith("tpu")}))
+  if not isinstance(device_kind, str) or hardware.declared_peak(device_kind) is None:
+    raise ValueError(f"slurm.device_kind {device_kind!r} is not a device with a known peak (one of {known})")
+  if gpus_per_node == 0:
+    raise ValueError(f"slurm.device_kind = {device_kind!r} needs slurm.gpus_per_node >= 1 (its peak is per GPU); "
+                     "leave it unset on CPU nodes")
 
 
 def read_config() -> SlurmConfig:
@@ -159,7 +174,8 @@ def plan_lines(groups: dict[int, list], cfg: SlurmConfig) -> list[str]:
     known = [h for h in hours if h is not None]
     total += sum(h * nodes * per_node for h in known)
     est = f", {sum(known):.3g} h of runs" if known else ""
-    out.append(f"array of {len(specs)} run(s), {nodes} node(s) each ({cfg.gpus_per_node} GPU(s) per node){est}")
+    per = f"{cfg.gpus_per_node} GPU(s) per node" if cfg.gpus_per_node else "CPU nodes"
+    out.append(f"array of {len(specs)} run(s), {nodes} node(s) each ({per}){est}")
   if cfg.device_kind and peak_per_device(cfg):
     out.append(f"total: {total:.4g} {unit}-hours on {cfg.device_kind} at MFU {cfg.expected_mfu:g} (slurm.expected_mfu)")
   elif cfg.gpus_per_node:

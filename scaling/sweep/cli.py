@@ -91,20 +91,27 @@ def sweep(args: argparse.Namespace) -> int:
   if args.prior_fit:
     warnings += bracket_warnings(specs, args.prior_fit)
   if args.dry_run:
-    per_flop, hardware = seconds_per_flop(sweep_spec.expected_mfu)
+    # A cluster's plan comes first, so that its checks fail before anything is printed; its estimates
+    # replace this machine's (the est column and the time at this CPU's peak mean nothing there).
+    cluster = _cluster_plan_lines(args, storage.path(args.root), specs)
+    per_flop, hardware = seconds_per_flop(sweep_spec.expected_mfu) if cluster is None else (None, None)
     # The workers divide the machine: a run gets 1/K of its peak, and the sweep as a whole all of it.
     per_run = per_flop * args.workers if per_flop else None
     rows = [table.plan_row(s, per_run) for s in specs]
-    print(table.format_table(rows, table.columns(table.PLAN_COLUMNS, specs)))
+    cols = table.columns(table.PLAN_COLUMNS, specs)
+    print(table.format_table(rows, cols if cluster is None else tuple(c for c in cols if c != "est")))
     total = sum(table.trained_flops(s) for s in specs)
     est = f", about {table.format_eta(total * per_flop)} with {args.workers} worker(s)" if per_flop else ""
     branches = "; cooldown branches from their branch step" if any(s.parent for s in specs) else ""
     print(f"\n{len(specs)} runs, {total:.3g} FLOPs in total ({sweep_spec.convention} convention{branches}){est}")
-    print(f"estimate: {hardware}, at MFU {sweep_spec.expected_mfu:g} (sweep.expected_mfu); "
-          f"each run on 1/{args.workers} of it (est column)")
+    if cluster is None:
+      print(f"estimate: {hardware}, at MFU {sweep_spec.expected_mfu:g} (sweep.expected_mfu); "
+            f"each run on 1/{args.workers} of it (est column)")
     for w in warnings:
       print(f"warning: {w}")
-    return _launcher_dry_run(args, storage.path(args.root), specs)
+    if cluster:
+      print("\n" + "\n".join(cluster))
+    return 0
   if args.launcher == "slurm":
     from scaling.launch import slurm
 
@@ -177,18 +184,20 @@ def longest_first(specs, states: dict[str, str]) -> list[str]:
   return [s.run_id for s in sorted(specs, key=lambda s: -table.trained_flops(s)) if states[s.run_id] not in ("done", "failed")]
 
 
-def _launcher_dry_run(args: argparse.Namespace, root: Path, specs) -> int:
-  """After the table: what the cluster launcher would submit or run."""
+def _cluster_plan_lines(args: argparse.Namespace, root: Path, specs) -> list[str] | None:
+  """What the cluster launcher would submit or run, as lines, after all its checks (None: local)."""
   if args.launcher == "local":
-    return 0
-  print()
+    return None
+  lines: list[str] = []
   if args.launcher == "slurm":
     from scaling.launch import slurm
 
-    return slurm.dry_run(storage.absolute(root), specs)
-  from scaling.launch import tpu
+    slurm.dry_run(storage.absolute(root), specs, say=lines.append)
+  else:
+    from scaling.launch import tpu
 
-  return tpu.launch(storage.absolute(root), specs, [s.run_id for s in specs], dry_run=True)
+    tpu.launch(storage.absolute(root), specs, [s.run_id for s in specs], dry_run=True, say=lines.append)
+  return lines
 
 
 def _launch(args: argparse.Namespace, root: Path, specs, todo: list[str]) -> int:
