@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from scaling import cache, checkpoint, config, flops, hardware, runs, sharding, storage
+from scaling.data import pipeline
 from scaling.console import TrainDisplay
 from scaling.errors import UserError
 from scaling.metrics import MetricsWriter
@@ -284,9 +285,13 @@ def repetition_note(cfgs: RunConfigs) -> str | None:
   epochs = cfgs.dataset.epochs(t.plan[1], t.seq_len, t.global_batch, t.unique_tokens)
   if epochs is None or epochs <= 1.0:
     return None
-  unique = t.unique_tokens if t.unique_tokens is not None else cfgs.dataset.train_tokens
-  what = "train.unique_tokens" if t.unique_tokens is not None else f"the training split of {cfgs.dataset.name}"
-  return f"repeating data: D = {t.plan[1]:,} tokens is {epochs:.2f} epochs of {what} ({unique:,} unique tokens)"
+  if t.unique_tokens is None:
+    what = f"the training split of {cfgs.dataset.name} ({cfgs.dataset.train_tokens:,} unique tokens)"
+  else:
+    unique = pipeline.plan_unique(t.unique_tokens, t.seq_len)[1]  # whole sequences are repeated
+    rounded = f", rounded up to whole sequences of {t.seq_len}" if unique != t.unique_tokens else ""
+    what = f"train.unique_tokens ({unique:,} unique tokens{rounded})"
+  return f"repeating data: D = {t.plan[1]:,} tokens is {epochs:.2f} epochs of {what}"
 
 
 def _eval_batch_size(t: TrainConfig) -> int:

@@ -123,6 +123,11 @@ def test_repetition_is_announced(tmp_path):
   _parse_tiny("train.unique_tokens = 8192")
   assert "repeating data: D = 122,880 tokens is 15.00 epochs of train.unique_tokens" in loop.repetition_note(
       loop.resolve_configs())
+  assert "(8,192 unique tokens)" in loop.repetition_note(loop.resolve_configs())
+  _parse_tiny("train.unique_tokens = 100")  # whole sequences repeat: 100 tokens are 4 sequences of 32
+  assert loop.resolve_configs().train.seq_len == 32
+  assert loop.repetition_note(loop.resolve_configs()).endswith(
+      "epochs of train.unique_tokens (128 unique tokens, rounded up to whole sequences of 32)")
   _parse_tiny()
   assert loop.repetition_note(loop.resolve_configs()) is None
 
