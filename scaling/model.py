@@ -199,13 +199,14 @@ def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1, sc
   """
   B, L, H, E = q_BLHE.shape
   K = k_BLKE.shape[2]
+  G = H // K  # query heads per key/value head
   if L % blocks:
     raise ValueError(f"model.attention_blocks={blocks} does not divide the sequence length {L}")
   scale = 1.0 / math.sqrt(E) if scale is None else scale
   q_BLHE = (q_BLHE.astype(jnp.float32) * scale).astype(q_BLHE.dtype)
-  q_BKGLE = q_BLHE.reshape(B, L, K, H // K, E).transpose(0, 2, 3, 1, 4)
+  q_BKGLE = q_BLHE.reshape(B, L, K, G, E).transpose(0, 2, 3, 1, 4)
   k_BKLE, v_BKLE = (jnp.swapaxes(a, 1, 2) for a in (k_BLKE, v_BLKE))
-  size, G = L // blocks, H // K
+  size = L // blocks
   outs = []
   for i in range(blocks):
     lo, hi = i * size, (i + 1) * size
@@ -224,7 +225,7 @@ def causal_attention(q_BLHE, k_BLKE, v_BLKE, segment_ids_BL, blocks: int = 1, sc
     )
     o_BKGQE = o_BKME.reshape(B, K, G, size, E) / jnp.sum(p_BKGQS, axis=-1, keepdims=True)
     outs.append(o_BKGQE.astype(q_BLHE.dtype))
-  o_BKGLE = jnp.concatenate(outs, axis=3) if blocks > 1 else outs[0]
+  o_BKGLE = jnp.concatenate(outs, axis=3)
   return o_BKGLE.transpose(0, 3, 1, 2, 4).reshape(B, L, H, E)
 
 

@@ -93,7 +93,8 @@ def slurm(partition: str | None = None, account: str | None = None, qos: str | N
 
 
 def check_device_kind(device_kind: str | None, gpus_per_node: int) -> None:
-  """`slurm.device_kind` must name a GPU of the peak table, and only on GPU nodes (its peak is per GPU)."""
+  """`slurm.device_kind` must name a device of the peak table (the error lists its GPUs), and only on GPU
+  nodes (its peak is per GPU)."""
   from scaling import hardware
 
   if device_kind is None:
