@@ -35,9 +35,10 @@ CURVE_KEYS = ("step", "tokens", "train_loss", "grad_norm", "lr", "eval_loss", "e
 
 
 @pytest.fixture(scope="session")
-def scaling_env(tmp_path_factory) -> dict[str, str]:
-  """Environment for subprocess runs: this checkout importable, a shared corpus and compilation cache."""
-  root = tmp_path_factory.mktemp("scaling_env")
+def scaling_env() -> dict[str, str]:
+  """Environment for subprocess runs: this checkout importable, and the session's corpus and compilation cache
+  (conftest.SHARED, one for all the xdist workers: the corpus is prepared under a file lock)."""
+  root = Path(os.environ["SCALING_TEST_SHARED"])
   env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR"))}
   env.update(
       PYTHONPATH=str(REPO),

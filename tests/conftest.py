@@ -8,14 +8,31 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the plain one, since the default first asks a bucket's type over gRPC, which the emulator does not serve.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+# One directory for the whole session, shared by the xdist workers (they inherit the controller's environment):
+# a persistent XLA compilation cache for this process and the processes tests start, and a prepared corpus
+# (scaling_env). The fitter and the tiny models compile the same programs in many tests and processes, so the
+# suite compiles each once; it starts empty, as on a fresh machine, and is removed at the end.
+_OWN_SHARED = "SCALING_TEST_SHARED" not in os.environ
+if _OWN_SHARED:
+  os.environ["SCALING_TEST_SHARED"] = tempfile.mkdtemp(prefix="scaling-tests-")
+SHARED = os.environ["SCALING_TEST_SHARED"]
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(SHARED, "xla_cache"))
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_unconfigure(config) -> None:
+  if _OWN_SHARED and not hasattr(config, "workerinput"):  # the process that made the shared directory
+    shutil.rmtree(SHARED, ignore_errors=True)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def scaling(*args, cwd=None):
-  env = {**os.environ, "PYTHONPATH": str(ROOT), "SCALING_JAX_CACHE": ""}
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
   return subprocess.run([sys.executable, "-m", "scaling", *map(str, args)], capture_output=True, text=True,
                         env=env, cwd=cwd, timeout=600)
 

@@ -410,6 +410,10 @@ def test_the_worker_side_parses_a_spec_gin_with_tpu_knobs():
 # --- end to end with training (slow) ---------------------------------------------------------------
 
 
+# The tests of the `pod` fixture run on one xdist worker (--dist=loadgroup), so that it trains once.
+POD_GROUP = pytest.mark.xdist_group("tpu_pod")
+
+
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory, scaling_env):
   """One run of the tiny sweep trained on a 4-host v5litepod-16 stand-in through `launch`."""
@@ -425,6 +429,7 @@ def pod(tmp_path_factory, scaling_env):
 
 
 @pytest.mark.slow
+@POD_GROUP
 def test_a_pod_trains_a_run_end_to_end(pod):
   run_dir = pod["root"] / pod["run"]
   assert pod["code"] == 0, "\n".join(pod["lines"])
@@ -438,6 +443,7 @@ def test_a_pod_trains_a_run_end_to_end(pod):
 
 
 @pytest.mark.slow
+@POD_GROUP
 def test_a_real_launch_records_only_documented_gcloud_calls(pod):
   calls = pod["fake"].calls()
   _check_syntax(calls)
@@ -449,6 +455,7 @@ def test_a_real_launch_records_only_documented_gcloud_calls(pod):
 
 
 @pytest.mark.slow
+@POD_GROUP
 def test_a_preempted_pod_is_recreated_and_its_run_resumes_to_the_same_losses(pod, tmp_path, monkeypatch):
   fake = _install_fake(tmp_path / "gcloud", monkeypatch, pod["env"])
   root = tmp_path / "root"
@@ -467,6 +474,7 @@ def test_a_preempted_pod_is_recreated_and_its_run_resumes_to_the_same_losses(pod
 
 
 @pytest.mark.slow
+@POD_GROUP
 def test_a_pod_on_a_gcs_root_trains_to_the_same_losses(pod, gcs_root, tmp_path, monkeypatch):
   """The usual TPU set-up: no shared mount, the root is a gs:// URL that the launcher and the 4 workers use."""
   fake = _install_fake(tmp_path / "gcloud", monkeypatch, pod["env"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import ml_collections
 
+from scaling import cache
 from scaling.errors import UserError
 
 SPECS = {False: "sweeps/demo.gin", True: "sweeps/demo_quick.gin"}
@@ -212,6 +213,7 @@ def demo(args: argparse.Namespace) -> int:
     return 1
   _say(f"[2/4] every budget's minimum is bracketed; fitting approaches 3 and 2 to {len(sweep)} runs "
        f"({settings.bootstrap} bootstrap resamples of runs)")
+  cache.enable_compilation_cache()  # the fits compile for ~20 s; a resumed demo reuses them
   df, fit3, fit2 = analysis.fit(root, table, settings, ids)
   p3 = fit3["params"]
   _say("approach 3: L = E + A/N^alpha + B/D^beta with " + ", ".join(f"{k} = {p3[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta")))

@@ -2,7 +2,7 @@
 
 JAX and matplotlib are imported inside the commands that need them, so `scaling predict` stays fast. The
 fit and report commands run JAX in float64 inside their fitting code (see optim.x64) and keep compiled
-programs in a persistent cache (`$SCALING_JAX_CACHE`, default ~/.cache/scaling/jax; empty to disable).
+programs in the persistent compilation cache that training uses (scaling.cache: ~/.cache/scaling/jax).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from scaling import cache
 from scaling.errors import UserError
 from scaling.fit import curve_cli
 
@@ -118,14 +119,6 @@ def _pairs(items: list[str], flag: str) -> dict[str, float]:
   return out
 
 
-def _enable_jax_cache() -> None:
-  path = os.environ.get("SCALING_JAX_CACHE", str(Path.home() / ".cache" / "scaling" / "jax"))
-  if path:
-    import jax
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
-
-
 def _register_user_laws(args: argparse.Namespace) -> str | None:
   from scaling.fit import predict
   if args.law_file:
@@ -166,7 +159,7 @@ def _fit(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
   law_source = _register_user_laws(args)
   opts = _options(args)
   df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
-  _enable_jax_cache()
+  cache.enable_compilation_cache()
   if opts.law == select.AUTO:
     fit_ = select.choose(df, conv, opts, args.inputs)
   else:
@@ -332,7 +325,7 @@ def run_fit_downstream(args: argparse.Namespace) -> int:
   opts = pipeline.Options(law=downstream.law_name(args.law), objective=args.loss, delta=args.delta,
                           bootstrap=args.bootstrap, seed=args.seed, level=args.level, holdout=args.holdout)
   df, conv = load.load(args.inputs, load.parse_columns(args.columns), args.convention, args.filter, args.dropna)
-  _enable_jax_cache()
+  cache.enable_compilation_cache()
   fit_ = downstream.fit(df, conv, opts, args.inputs)
   _write(out, json.dumps(fit_, indent=1, default=float))
   print(summary(fit_))
@@ -358,7 +351,7 @@ def run_report(args: argparse.Namespace) -> int:
   for note in notes:
     print(f"scaling report: warning: {note}", file=sys.stderr)
   if args.inputs:
-    _enable_jax_cache()
+    cache.enable_compilation_cache()
     page = report.build(df, conv, opts, args.inputs, args.target, law_source, curve_sections)
   else:
     page = report.page(args.curve_fit, curve_sections)
