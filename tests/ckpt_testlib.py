@@ -9,10 +9,13 @@ batches drawn at the given 1-based positions; `meshes DIR` saves on a 2x2x2 mesh
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +80,21 @@ def run_to_end(args: list[str], env: dict[str, str], log: Path, timeout: float =
 def messages(output: str) -> list[str]:
   """The `scaling train: ...` lines of a run's output."""
   return [line for line in output.splitlines() if line.startswith("scaling train:")]
+
+
+def trained_once(name: str, args: Callable[[Path], list[str]], env: dict[str, str]) -> Path:
+  """The run directory `name` trained to the end by the command `args(run_dir)`, once per test session: in the
+  session's shared directory (conftest.SHARED) under a file lock, so the xdist workers share it. Copy it (e.g.
+  with shutil.copytree) before changing it."""
+  shared = Path(os.environ["SCALING_TEST_SHARED"]) / "trained"
+  shared.mkdir(exist_ok=True)
+  run_dir = shared / name
+  with open(shared / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (runs.is_run_dir(run_dir) and runs.read_status(run_dir)["state"] == "done"):
+      shutil.rmtree(run_dir, ignore_errors=True)
+      run_to_end(args(run_dir), env, shared / f"{name}.log")
+  return run_dir
 
 
 def curve(run_dir: Path) -> list[dict]:

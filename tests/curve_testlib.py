@@ -3,14 +3,12 @@ per test session through `scaling train` and shared by the xdist workers; each t
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
+import sys
 from pathlib import Path
 
-from conftest import run_cli
-
-from scaling import runs
+from ckpt_testlib import REPO, trained_once
 
 
 def knobs(steps: int) -> list[str]:
@@ -22,15 +20,9 @@ def knobs(steps: int) -> list[str]:
 
 
 def nano_run(steps: int, dest: Path) -> Path:
-  """A copy at `dest` of the finished nano run of `steps` steps, trained on first use (under a file lock)."""
-  shared = Path(os.environ["SCALING_TEST_SHARED"]) / "nano_runs"
-  shared.mkdir(exist_ok=True)
-  run = shared / f"nano_{steps}"
-  with open(shared / f"nano_{steps}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (runs.is_run_dir(run) and runs.read_status(run)["state"] == "done"):
-      shutil.rmtree(run, ignore_errors=True)
-      result = run_cli("train", f"--run_dir={run}", *[f"--gin_bindings={k}" for k in knobs(steps)])
-      assert result.returncode == 0, result.stderr[-3000:]
+  """A copy at `dest` of the finished nano run of `steps` steps (on the tests' 8 simulated devices)."""
+  args = lambda run_dir: [sys.executable, "-m", "scaling", "train", f"--run_dir={run_dir}",
+                          *(f"--gin_bindings={k}" for k in knobs(steps))]
+  run = trained_once(f"nano_{steps}", args, {**os.environ, "PYTHONPATH": str(REPO)})
   shutil.copytree(run, dest)
   return dest

@@ -8,6 +8,7 @@ tiny sweep through `launch`, and a preempted pod is recreated and its run resume
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -410,26 +411,28 @@ def test_the_worker_side_parses_a_spec_gin_with_tpu_knobs():
 # --- end to end with training (slow) ---------------------------------------------------------------
 
 
-# The tests of the `pod` fixture run on one xdist worker (--dist=loadgroup), so that it trains once.
-POD_GROUP = pytest.mark.xdist_group("tpu_pod")
-
-
 @pytest.fixture(scope="module")
-def pod(tmp_path_factory, scaling_env):
-  """One run of the tiny sweep trained on a 4-host v5litepod-16 stand-in through `launch`."""
-  tmp = tmp_path_factory.mktemp("pod")
-  with pytest.MonkeyPatch.context() as mp:
-    env = {**scaling_env, "SCALING_CACHE_DIR": str(tmp.parent / "scaling_cache")}
-    fake = _install_fake(tmp / "gcloud", mp, env)
-    root = tmp / "root"
-    specs = _sweep(root, *ONE_RUN, *POD, f"tpu.workdir = '{REPO}'", "tpu.setup_command = 'true'")
-    lines = []
-    code = _launch(root, specs, lines=lines)
-  return {"root": root, "run": specs[0].run_id, "code": code, "lines": lines, "fake": fake, "env": env}
+def pod(scaling_env):
+  """One run of the tiny sweep trained on a 4-host v5litepod-16 stand-in through `launch`: once per session, in
+  the session's shared directory under a file lock, so that the xdist workers running these tests share it."""
+  tmp = Path(os.environ["SCALING_TEST_SHARED"]) / "tpu_pod"
+  tmp.mkdir(exist_ok=True)
+  env = {**scaling_env, "SCALING_CACHE_DIR": str(tmp / "scaling_cache")}
+  root, outcome = tmp / "root", tmp / "outcome.json"
+  with open(tmp / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not outcome.exists():
+      with pytest.MonkeyPatch.context() as mp:
+        _install_fake(tmp / "gcloud", mp, env)
+        specs = _sweep(root, *ONE_RUN, *POD, f"tpu.workdir = '{REPO}'", "tpu.setup_command = 'true'")
+        lines = []
+        code = _launch(root, specs, lines=lines)
+      outcome.write_text(json.dumps({"run": specs[0].run_id, "code": code, "lines": lines}))
+  done = json.loads(outcome.read_text())
+  return {"root": root, "fake": Fake(tmp / "gcloud"), "env": env, **done}
 
 
 @pytest.mark.slow
-@POD_GROUP
 def test_a_pod_trains_a_run_end_to_end(pod):
   run_dir = pod["root"] / pod["run"]
   assert pod["code"] == 0, "\n".join(pod["lines"])
@@ -443,7 +446,6 @@ def test_a_pod_trains_a_run_end_to_end(pod):
 
 
 @pytest.mark.slow
-@POD_GROUP
 def test_a_real_launch_records_only_documented_gcloud_calls(pod):
   calls = pod["fake"].calls()
   _check_syntax(calls)
@@ -455,7 +457,6 @@ def test_a_real_launch_records_only_documented_gcloud_calls(pod):
 
 
 @pytest.mark.slow
-@POD_GROUP
 def test_a_preempted_pod_is_recreated_and_its_run_resumes_to_the_same_losses(pod, tmp_path, monkeypatch):
   fake = _install_fake(tmp_path / "gcloud", monkeypatch, pod["env"])
   root = tmp_path / "root"
@@ -474,7 +475,6 @@ def test_a_preempted_pod_is_recreated_and_its_run_resumes_to_the_same_losses(pod
 
 
 @pytest.mark.slow
-@POD_GROUP
 def test_a_pod_on_a_gcs_root_trains_to_the_same_losses(pod, gcs_root, tmp_path, monkeypatch):
   """The usual TPU set-up: no shared mount, the root is a gs:// URL that the launcher and the 4 workers use."""
   fake = _install_fake(tmp_path / "gcloud", monkeypatch, pod["env"])

@@ -16,7 +16,7 @@ import pytest
 from scaling import runs
 from ckpt_testlib import scaling_env  # noqa: F401  (a pytest fixture)
 from ckpt_testlib import (REPO, committed_steps, curve, launch, messages, run_to_end, saved_arrays, tensorboard_steps,
-                          train_args, unfinished_saves)
+                          trained_once, train_args, unfinished_saves)
 
 FINAL_STEP = 480
 # When each of the ten kill -9 land: while the process starts (imports, compiles, restores), at a
@@ -72,8 +72,7 @@ def _corrupt(step_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_kill9_ten_times_then_corruption_and_sigterm_resumes_bit_for_bit(tmp_path, scaling_env):
-  reference = tmp_path / "reference"
-  run_to_end(train_args(reference), scaling_env, tmp_path / "reference.log")
+  reference = trained_once("tiny", train_args, scaling_env)  # read only
 
   run_dir, rng = tmp_path / "interrupted", random.Random(4)
   newest, killed_mid_save, outputs = 0, 0, []
