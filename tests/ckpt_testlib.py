@@ -82,19 +82,24 @@ def messages(output: str) -> list[str]:
   return [line for line in output.splitlines() if line.startswith("scaling train:")]
 
 
-def trained_once(name: str, args: Callable[[Path], list[str]], env: dict[str, str]) -> Path:
-  """The run directory `name` trained to the end by the command `args(run_dir)`, once per test session: in the
-  session's shared directory (conftest.SHARED) under a file lock, so the xdist workers share it. Copy it (e.g.
-  with shutil.copytree) before changing it."""
-  shared = Path(os.environ["SCALING_TEST_SHARED"]) / "trained"
-  shared.mkdir(exist_ok=True)
-  run_dir = shared / name
-  with open(shared / f"{name}.lock", "w") as lock:
+def session_once(name: str, make: Callable[[Path], None]) -> Path:
+  """The directory `name` of the session's shared directory (conftest.SHARED), filled by `make(directory)` once
+  per test session: under a file lock, so the xdist workers that need it share it. Copy what you change."""
+  path = Path(os.environ["SCALING_TEST_SHARED"]) / name
+  with open(f"{path}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (runs.is_run_dir(run_dir) and runs.read_status(run_dir)["state"] == "done"):
-      shutil.rmtree(run_dir, ignore_errors=True)
-      run_to_end(args(run_dir), env, shared / f"{name}.log")
-  return run_dir
+    if not (path / ".made").exists():
+      shutil.rmtree(path, ignore_errors=True)
+      path.mkdir()
+      make(path)
+      (path / ".made").touch()
+  return path
+
+
+def trained_once(name: str, args: Callable[[Path], list[str]], env: dict[str, str]) -> Path:
+  """The run directory `name` (its run id) trained to the end by the command `args(run_dir)`, once per test
+  session (session_once)."""
+  return session_once(name, lambda d: run_to_end(args(d / name), env, d / "train.log")) / name
 
 
 def curve(run_dir: Path) -> list[dict]:

@@ -8,7 +8,6 @@ tiny sweep through `launch`, and a preempted pod is recreated and its run resume
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import REPO, scaling_env  # noqa: F401  (fixture)
+from ckpt_testlib import REPO, scaling_env, session_once  # noqa: F401  (scaling_env: a fixture)
 from scaling import config, runs, storage
 from scaling.errors import UserError
 from scaling.launch import tpu
@@ -413,23 +412,21 @@ def test_the_worker_side_parses_a_spec_gin_with_tpu_knobs():
 
 @pytest.fixture(scope="module")
 def pod(scaling_env):
-  """One run of the tiny sweep trained on a 4-host v5litepod-16 stand-in through `launch`: once per session, in
-  the session's shared directory under a file lock, so that the xdist workers running these tests share it."""
-  tmp = Path(os.environ["SCALING_TEST_SHARED"]) / "tpu_pod"
-  tmp.mkdir(exist_ok=True)
-  env = {**scaling_env, "SCALING_CACHE_DIR": str(tmp / "scaling_cache")}
-  root, outcome = tmp / "root", tmp / "outcome.json"
-  with open(tmp / "lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not outcome.exists():
-      with pytest.MonkeyPatch.context() as mp:
-        _install_fake(tmp / "gcloud", mp, env)
-        specs = _sweep(root, *ONE_RUN, *POD, f"tpu.workdir = '{REPO}'", "tpu.setup_command = 'true'")
-        lines = []
-        code = _launch(root, specs, lines=lines)
-      outcome.write_text(json.dumps({"run": specs[0].run_id, "code": code, "lines": lines}))
-  done = json.loads(outcome.read_text())
-  return {"root": root, "fake": Fake(tmp / "gcloud"), "env": env, **done}
+  """One run of the tiny sweep trained on a 4-host v5litepod-16 stand-in through `launch`, once per session
+  (ckpt_testlib.session_once: the xdist workers running these tests share it)."""
+  env_of = lambda tmp: {**scaling_env, "SCALING_CACHE_DIR": str(tmp / "scaling_cache")}
+
+  def launch_pod(tmp: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+      _install_fake(tmp / "gcloud", mp, env_of(tmp))
+      specs = _sweep(tmp / "root", *ONE_RUN, *POD, f"tpu.workdir = '{REPO}'", "tpu.setup_command = 'true'")
+      lines = []
+      code = _launch(tmp / "root", specs, lines=lines)
+    (tmp / "outcome.json").write_text(json.dumps({"run": specs[0].run_id, "code": code, "lines": lines}))
+
+  tmp = session_once("tpu_pod", launch_pod)
+  done = json.loads((tmp / "outcome.json").read_text())
+  return {"root": tmp / "root", "fake": Fake(tmp / "gcloud"), "env": env_of(tmp), **done}
 
 
 @pytest.mark.slow
